@@ -1,0 +1,51 @@
+"""Errors a user can act on. Each names what went wrong precisely."""
+
+from __future__ import annotations
+
+
+class LeanopsError(Exception):
+    """Base class: an expected, explainable failure (never retried blindly)."""
+
+
+class SpecError(LeanopsError):
+    """The model spec is malformed."""
+
+
+class BatchReadError(LeanopsError):
+    """A batch could not be read as a table (empty file, unknown format, corrupt bytes)."""
+
+
+class ContractViolation(LeanopsError):
+    """A batch broke its data contract. ``violations`` lists every problem found."""
+
+    def __init__(self, uri: str, violations: list[str]):
+        self.uri = uri
+        self.violations = list(violations)
+        listed = "\n".join(f"  - {v}" for v in self.violations)
+        super().__init__(f"batch {uri} violates its data contract ({len(self.violations)} problems):\n{listed}")
+
+    def __reduce__(self):  # keep pickling (Prefect results, Dask) faithful
+        return (ContractViolation, (self.uri, self.violations))
+
+
+class NoChampion(LeanopsError):
+    """The model has no version with the ``champion`` alias yet."""
+
+
+class ModelNotFound(LeanopsError):
+    """A registered model, version or alias does not exist."""
+
+
+class RegistrationFailed(LeanopsError):
+    """Registering a model failed; whatever was half-created has been removed."""
+
+
+class GateFailed(LeanopsError):
+    """A promotion gate failed."""
+
+
+class TransientIOError(LeanopsError):
+    """A retryable I/O failure (network, throttling, 5xx)."""
+
+
+NEVER_RETRY = (SpecError, BatchReadError, ContractViolation, NoChampion, ModelNotFound, GateFailed)

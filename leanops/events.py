@@ -1,0 +1,95 @@
+"""Lifecycle event names and payloads: the pipeline's public API.
+
+Flows emit these through Prefect's event system and triggers in ``prefect.yaml`` listen
+to them. Every payload builder returns every field a trigger template may read, so a
+template never meets a missing field (which silently creates no run).
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+BATCH_LANDED = "leanops.batch.landed"
+DRIFT_CHECKED = "leanops.drift.checked"
+DRIFT_DETECTED = "leanops.drift.detected"
+MODEL_REGISTERED = "leanops.model.registered"
+MODEL_PROMOTED = "leanops.model.promoted"
+MODEL_REJECTED = "leanops.model.rejected"
+MODEL_ROLLED_BACK = "leanops.model.rolled_back"
+MODEL_DEGRADED = "leanops.model.degraded"
+
+ALL_EVENTS = (
+    BATCH_LANDED,
+    DRIFT_CHECKED,
+    DRIFT_DETECTED,
+    MODEL_REGISTERED,
+    MODEL_PROMOTED,
+    MODEL_REJECTED,
+    MODEL_ROLLED_BACK,
+    MODEL_DEGRADED,
+)
+
+_NAMESPACE = uuid.UUID("6f1c2b7e-3b7a-4c43-9d1e-6c1f0c8a2e11")
+
+
+def model_resource_id(model_name: str) -> str:
+    return f"leanops.model.{model_name}"
+
+
+def deterministic_event_id(*parts: object) -> str:
+    """Same parts, same id: Prefect deduplicates a redelivered event by its id."""
+    return str(uuid.uuid5(_NAMESPACE, "|".join(str(p) for p in parts)))
+
+
+@dataclass(frozen=True)
+class LifecycleEvent:
+    event: str
+    resource_id: str
+    payload: dict[str, Any] = field(default_factory=dict)
+    resource_labels: dict[str, str] = field(default_factory=dict)
+    event_id: str | None = None
+
+    @property
+    def resource(self) -> dict[str, str]:
+        return {"prefect.resource.id": self.resource_id, **self.resource_labels}
+
+
+def model_event(event: str, model_name: str, payload: dict[str, Any], event_id: str | None = None) -> LifecycleEvent:
+    return LifecycleEvent(
+        event=event,
+        resource_id=model_resource_id(model_name),
+        payload={"model_name": model_name, **payload},
+        resource_labels={"leanops.model": model_name},
+        event_id=event_id,
+    )
+
+
+def model_registered(model_name: str, version: str, run_id: str, data_uri: str, primary_metric: str, value: float) -> LifecycleEvent:
+    return model_event(
+        MODEL_REGISTERED,
+        model_name,
+        {"version": str(version), "run_id": run_id, "data_uri": data_uri, "metric": primary_metric, "value": value},
+        event_id=deterministic_event_id(MODEL_REGISTERED, model_name, version),
+    )
+
+
+def batch_landed(bucket: str, key: str, version_id: str | None, sequencer: str | None, size: int | None, etag: str | None) -> LifecycleEvent:
+    """A new object under the watched prefix. Resource: its s3:// URI."""
+    uri = f"s3://{bucket}/{key}"
+    return LifecycleEvent(
+        event=BATCH_LANDED,
+        resource_id=uri,
+        payload={
+            "bucket": bucket,
+            "key": key,
+            "uri": uri,
+            "version_id": version_id or "",
+            "sequencer": sequencer or "",
+            "size": size if size is not None else -1,
+            "etag": etag or "",
+        },
+        resource_labels={"s3.bucket": bucket, "s3.key": key},
+        event_id=deterministic_event_id(BATCH_LANDED, bucket, key, version_id or "", sequencer or etag or ""),
+    )

@@ -1,0 +1,92 @@
+"""Every setting of leanops, read from environment variables prefixed ``LEANOPS_``.
+
+One model, no work at import time: call :func:`get_settings` where a value is needed.
+The defaults describe the embedded single-machine stack started by ``infra/stack.py``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LEANOPS_", env_file=".env", extra="ignore", frozen=True)
+
+    # Where the local stack keeps its state (databases, artifacts, logs, pids).
+    home: Path = PROJECT_ROOT / ".leanops"
+    specs_dir: Path = PROJECT_ROOT / "specs"
+
+    host: str = "127.0.0.1"
+    prefect_port: int = 4200
+    mlflow_port: int = 5050
+    s3_port: int = 5055
+
+    # None means "the local stack's service on the ports above".
+    prefect_api_url: str | None = None
+    mlflow_tracking_uri: str | None = None
+    # Where MLflow stores artifacts when leanops starts the tracking server (file path or s3:// URI).
+    mlflow_artifacts_destination: str | None = None
+
+    s3_endpoint_url: str | None = None
+    s3_use_local_endpoint: bool = True
+    s3_bucket: str = "leanops"
+    s3_incoming_prefix: str = "incoming/"
+    s3_incoming_suffix: str = ".parquet"
+    s3_bucket_allow_list: list[str] = Field(default_factory=list)
+    sqs_queue_name: str = "leanops-batches"
+    sqs_dead_letter_queue_name: str = "leanops-batches-dead"
+    aws_region: str = "us-east-1"
+
+    # Prefect result storage for cached task results (a local folder or a remote block).
+    result_storage: str | None = None
+
+    slack_token: SecretStr | None = None
+    slack_channel: str = "#mlops-alerts"
+    slack_base_url: str = "https://slack.com/api/"
+    alert_cooldown_minutes: float = 60.0
+    # "HH:MM-HH:MM" in UTC during which alerts are logged, not sent.
+    alert_maintenance_window: str | None = None
+
+    optuna_storage: str | None = None
+    dask_scheduler_address: str | None = None
+
+    def state_dir(self, *parts: str) -> Path:
+        return self.home.joinpath(*parts)
+
+    @property
+    def resolved_prefect_api_url(self) -> str:
+        return self.prefect_api_url or f"http://{self.host}:{self.prefect_port}/api"
+
+    @property
+    def resolved_mlflow_tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"http://{self.host}:{self.mlflow_port}"
+
+    @property
+    def resolved_s3_endpoint_url(self) -> str | None:
+        if self.s3_endpoint_url:
+            return self.s3_endpoint_url
+        return f"http://{self.host}:{self.s3_port}" if self.s3_use_local_endpoint else None
+
+    @property
+    def resolved_result_storage(self) -> str:
+        return self.result_storage or str(self.state_dir("prefect-results"))
+
+    @property
+    def resolved_optuna_storage(self) -> str:
+        return self.optuna_storage or f"journal:{self.state_dir('optuna', 'journal.log')}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def reset_settings_cache() -> None:
+    """Forget the cached settings (tests and the stack change env vars at run time)."""
+    get_settings.cache_clear()

@@ -1,0 +1,256 @@
+"""The model spec: what a team writes once per model, as YAML.
+
+A spec names the data, the target, the features and their kinds, the data contract,
+metrics, gates and policies. Adding a model or a data set is a new spec, not new code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from leanops.errors import SpecError
+
+TaskType = Literal["binary", "regression"]
+FeatureKind = Literal["numeric", "categorical"]
+Direction = Literal["maximize", "minimize"]
+ColumnDtype = Literal["integer", "float", "number", "string", "datetime", "boolean"]
+
+CLASSIFICATION_METRICS = {"roc_auc": "maximize", "pr_auc": "maximize", "log_loss": "minimize", "accuracy": "maximize"}
+REGRESSION_METRICS = {"rmse": "minimize", "mae": "minimize", "r2": "maximize"}
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class TargetSpec(_Frozen):
+    name: str
+    source: str
+    """Column the target is read or derived from."""
+    positive_when_gt: float | None = None
+    """Binary targets derived from a numeric column: positive when source > this value."""
+    on_missing: Literal["exclude", "positive", "negative", "error"] = "exclude"
+    """Rows whose source is missing (e.g. flights that never departed): handled explicitly and counted."""
+
+
+class TimeSpec(_Frozen):
+    column: str
+    timezone: str = "UTC"
+    """Zone in which derived calendar features (weekday, hour ...) are computed."""
+
+
+class FeatureSpec(_Frozen):
+    name: str
+    kind: FeatureKind
+    derive: Literal["weekday", "month", "hour_of_day", "day_of_year"] | None = None
+    """Derived from the time column, in the spec's time zone."""
+
+
+class ColumnRule(_Frozen):
+    dtype: ColumnDtype
+    min: float | None = None
+    max: float | None = None
+    max_null_share: float = 0.0
+    allowed: list[str] | None = None
+    """Known categories; a value outside them is an unseen category."""
+    unknown: Literal["reject", "report"] = "reject"
+
+
+class ContractSpec(_Frozen):
+    min_rows: int = 100
+    max_duplicate_share: float = 0.0
+    columns: dict[str, ColumnRule] = Field(default_factory=dict)
+
+
+class GuardrailSpec(_Frozen):
+    name: str
+    tolerance: float = 0.0
+    """How much worse than the champion the challenger may be on this metric (absolute)."""
+
+
+class MetricSpec(_Frozen):
+    primary: str
+    guardrails: list[GuardrailSpec] = Field(default_factory=list)
+
+    def direction(self, metric: str) -> Direction:
+        return {**CLASSIFICATION_METRICS, **REGRESSION_METRICS}[metric]  # type: ignore[return-value]
+
+
+class SplitSpec(_Frozen):
+    holdout_fraction: float = Field(0.2, gt=0, lt=1)
+    validation_fraction: float = Field(0.15, gt=0, lt=1)
+    """Carved from the training part for tuning and early stopping; never touches the holdout."""
+    seed: int = 42
+
+
+class ModelSpec(_Frozen):
+    params: dict[str, Any] = Field(default_factory=dict)
+    """XGBoost parameters (defaults for untuned training)."""
+    baseline: Literal["linear", "dummy"] = "linear"
+
+
+class SearchDim(_Frozen):
+    type: Literal["int", "float", "categorical"]
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: list[Any] | None = None
+
+
+DEFAULT_SEARCH_SPACE: dict[str, SearchDim] = {
+    "max_depth": SearchDim(type="int", low=3, high=10),
+    "learning_rate": SearchDim(type="float", low=0.02, high=0.3, log=True),
+    "min_child_weight": SearchDim(type="float", low=1, high=20, log=True),
+    "subsample": SearchDim(type="float", low=0.6, high=1.0),
+    "colsample_bytree": SearchDim(type="float", low=0.5, high=1.0),
+    "reg_lambda": SearchDim(type="float", low=1e-3, high=10, log=True),
+}
+
+
+class TuningSpec(_Frozen):
+    enabled: bool = True
+    n_trials: int = 20
+    timeout_seconds: float = 300
+    n_workers: int = 1
+    n_estimators: int = 400
+    early_stopping_rounds: int = 30
+    search_space: dict[str, SearchDim] = Field(default_factory=lambda: dict(DEFAULT_SEARCH_SPACE))
+
+
+class DriftSpec(_Frozen):
+    numeric_method: Literal["wasserstein", "psi"] = "wasserstein"
+    categorical_method: Literal["jensenshannon", "psi"] = "jensenshannon"
+    threshold: float = 0.1
+    """Per-feature effect-size threshold."""
+    dataset_drift_share: float = 0.3
+    """A batch drifts when at least this (optionally importance-weighted) share of features drift."""
+    weight_by_importance: bool = False
+    min_rows: int = 500
+    sample_cap: int = 100_000
+    seed: int = 0
+    prediction_threshold: float = 0.1
+    performance_tolerance: float = 0.05
+    """Degraded when the primary metric on a labelled batch is worse than the holdout by more than this."""
+    persistence_k: int = 1
+    persistence_n: int = 1
+    reference_sample_rows: int = 20_000
+
+
+class PromotionSpec(_Frozen):
+    approval: Literal["auto", "manual"] = "auto"
+    approval_timeout_seconds: float = 3600
+    min_improvement_abs: float = 0.0
+    min_improvement_rel: float = 0.0
+    must_beat_baseline: bool = True
+    min_primary: float | None = None
+    """Absolute floor on the primary metric (applies also when there is no champion)."""
+    segment_column: str | None = None
+    segment_tolerance: float = 0.05
+    segment_min_rows: int = 200
+    latency_budget_ms_per_1k_rows: float = 500.0
+
+
+class RetrainWindowSpec(_Frozen):
+    prefix: str | None = None
+    """S3 prefix (or local folder) holding landed batches; None means the batch given to the flow only."""
+    last_n: int | None = 6
+    since: str | None = None
+    """ISO date: use batches last modified on or after it."""
+
+
+class Spec(_Frozen):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9\-_]*$")
+    description: str = ""
+    task: TaskType
+    default_batch_uri: str | None = None
+    target: TargetSpec
+    time: TimeSpec | None = None
+    features: list[FeatureSpec]
+    contract: ContractSpec = ContractSpec()
+    metric: MetricSpec
+    split: SplitSpec = SplitSpec()
+    model: ModelSpec = ModelSpec()
+    tuning: TuningSpec = TuningSpec()
+    drift: DriftSpec = DriftSpec()
+    promotion: PromotionSpec = PromotionSpec()
+    retrain_window: RetrainWindowSpec = RetrainWindowSpec()
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> "Spec":
+        known = CLASSIFICATION_METRICS if self.task == "binary" else REGRESSION_METRICS
+        for metric in [self.metric.primary, *(g.name for g in self.metric.guardrails)]:
+            if metric not in known:
+                raise ValueError(f"metric {metric!r} does not fit task {self.task!r}; choose from {sorted(known)}")
+        names = [f.name for f in self.features]
+        if len(names) != len(set(names)):
+            raise ValueError("feature names must be unique")
+        if any(f.derive for f in self.features) and self.time is None:
+            raise ValueError("derived features need a time column (spec.time)")
+        if self.target.name in names:
+            raise ValueError("the target cannot also be a feature")
+        return self
+
+    # --- derived facts -------------------------------------------------------------------------
+    @property
+    def numeric_features(self) -> list[str]:
+        return [f.name for f in self.features if f.kind == "numeric"]
+
+    @property
+    def categorical_features(self) -> list[str]:
+        return [f.name for f in self.features if f.kind == "categorical"]
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    @property
+    def raw_feature_columns(self) -> list[str]:
+        """Columns a batch must carry to build the features (derived ones come from the time column)."""
+        cols = [f.name for f in self.features if f.derive is None]
+        if self.time is not None and any(f.derive for f in self.features):
+            cols.append(self.time.column)
+        return cols
+
+    @property
+    def primary_direction(self) -> Direction:
+        return self.metric.direction(self.metric.primary)
+
+    @property
+    def spec_hash(self) -> str:
+        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+    @property
+    def registered_model_name(self) -> str:
+        return self.name
+
+
+def parse_spec(data: dict[str, Any], source: str = "<dict>") -> Spec:
+    try:
+        return Spec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(f"invalid model spec {source}:\n{exc}") from exc
+
+
+def load_spec(path_or_name: str | Path, specs_dir: Path | None = None) -> Spec:
+    """Load a spec from a YAML path, or by model name from the specs folder."""
+    path = Path(path_or_name)
+    if not path.suffix:
+        from leanops.settings import get_settings
+
+        path = (specs_dir or get_settings().specs_dir) / f"{path_or_name}.yaml"
+    if not path.exists():
+        raise SpecError(f"no model spec at {path}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise SpecError(f"model spec {path} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise SpecError(f"model spec {path} must be a mapping")
+    return parse_spec(data, str(path))

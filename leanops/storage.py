@@ -1,0 +1,260 @@
+"""Object storage by URI: local paths, ``file://`` and ``s3://``. The only boto3 user.
+
+The S3 endpoint is a setting, so the same calls reach AWS, MinIO or the local moto server.
+SQS (the queue that receives the bucket's notifications) is AWS too, so it lives here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import pandas as pd
+
+from leanops.errors import BatchReadError, TransientIOError
+from leanops.settings import Settings, get_settings
+
+_PARQUET_MAGIC = b"PAR1"
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    uri: str
+    size: int
+    last_modified: datetime | None
+    fingerprint: str
+
+
+def is_s3(uri: str) -> bool:
+    return uri.startswith("s3://")
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    parsed = urlparse(uri)
+    return parsed.netloc, parsed.path.lstrip("/")
+
+
+def local_path(uri: str) -> Path:
+    return Path(uri[len("file://"):]) if uri.startswith("file://") else Path(uri)
+
+
+def _boto_config():
+    from botocore.config import Config
+
+    # botocore's own retries stay small: our task-level retries own the backoff policy.
+    return Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=60)
+
+
+@lru_cache(maxsize=16)
+def _client(service: str, endpoint_url: str | None, region: str):
+    import boto3
+
+    # Clients are thread-safe and cost ~50 ms to build: one per (service, endpoint, region).
+    return boto3.client(service, endpoint_url=endpoint_url, region_name=region, config=_boto_config())
+
+
+def s3_client(settings: Settings | None = None):
+    settings = settings or get_settings()
+    return _client("s3", settings.resolved_s3_endpoint_url, settings.aws_region)
+
+
+def sqs_client(settings: Settings | None = None):
+    settings = settings or get_settings()
+    return _client("sqs", settings.resolved_s3_endpoint_url, settings.aws_region)
+
+
+def _translate_boto_error(uri: str, exc: Exception) -> Exception:
+    from botocore.exceptions import ClientError, ConnectionError as BotoConnectionError, EndpointConnectionError
+
+    if isinstance(exc, ClientError):
+        code = exc.response.get("Error", {}).get("Code", "")
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if code in {"NoSuchKey", "404", "NoSuchBucket", "NotFound"}:
+            return BatchReadError(f"{uri}: no such object ({code})")
+        if code in {"AccessDenied", "403"}:
+            return BatchReadError(f"{uri}: access denied")
+        if status >= 500 or code in {"SlowDown", "Throttling", "RequestTimeout"}:
+            return TransientIOError(f"{uri}: S3 answered {code or status}")
+        return BatchReadError(f"{uri}: S3 error {code}: {exc}")
+    if isinstance(exc, (EndpointConnectionError, BotoConnectionError, ConnectionError, TimeoutError)):
+        return TransientIOError(f"{uri}: cannot reach the object store: {exc}")
+    return exc
+
+
+def _hash_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def _hash_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def stat(uri: str, settings: Settings | None = None) -> ObjectInfo:
+    """Size, time and fingerprint of an object without reading it (S3: ETag and version id)."""
+    if is_s3(uri):
+        bucket, key = split_s3_uri(uri)
+        try:
+            head = s3_client(settings).head_object(Bucket=bucket, Key=key)
+        except Exception as exc:  # noqa: BLE001 - translated to our error types
+            raise _translate_boto_error(uri, exc) from exc
+        etag = head.get("ETag", "").strip('"')
+        version = head.get("VersionId") or ""
+        return ObjectInfo(uri, head["ContentLength"], head.get("LastModified"), _hash_bytes(f"{etag}:{version}".encode()))
+    path = local_path(uri)
+    if not path.exists():
+        raise BatchReadError(f"{uri}: no such file")
+    st = path.stat()
+    return ObjectInfo(uri, st.st_size, datetime.fromtimestamp(st.st_mtime), _hash_file(path))
+
+
+def read_bytes(uri: str, settings: Settings | None = None) -> bytes:
+    if is_s3(uri):
+        bucket, key = split_s3_uri(uri)
+        try:
+            return s3_client(settings).get_object(Bucket=bucket, Key=key)["Body"].read()
+        except Exception as exc:  # noqa: BLE001
+            raise _translate_boto_error(uri, exc) from exc
+    path = local_path(uri)
+    if not path.exists():
+        raise BatchReadError(f"{uri}: no such file")
+    return path.read_bytes()
+
+
+def write_bytes(uri: str, data: bytes, settings: Settings | None = None) -> str:
+    if is_s3(uri):
+        bucket, key = split_s3_uri(uri)
+        try:
+            s3_client(settings).put_object(Bucket=bucket, Key=key, Body=data)
+        except Exception as exc:  # noqa: BLE001
+            raise _translate_boto_error(uri, exc) from exc
+        return uri
+    path = local_path(uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_bytes(data)
+    tmp.replace(path)  # atomic: a reader never sees half a file
+    return uri
+
+
+def parse_table(uri: str, data: bytes) -> pd.DataFrame:
+    """Bytes to a DataFrame by format (parquet or CSV), with a specific error for bad input."""
+    if not data:
+        raise BatchReadError(f"{uri}: the file is empty")
+    lowered = uri.lower()
+    try:
+        if lowered.endswith(".parquet") or lowered.endswith(".pq"):
+            if not data.startswith(_PARQUET_MAGIC):
+                raise BatchReadError(f"{uri}: not a parquet file (missing PAR1 magic bytes)")
+            return pd.read_parquet(io.BytesIO(data))
+        if lowered.endswith(".csv") or lowered.endswith(".csv.gz"):
+            compression = "gzip" if lowered.endswith(".gz") else None
+            return pd.read_csv(io.BytesIO(data), compression=compression)
+    except BatchReadError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - pyarrow / the csv parser raise many types
+        raise BatchReadError(f"{uri}: cannot be read as a table: {type(exc).__name__}: {exc}") from exc
+    raise BatchReadError(f"{uri}: unknown table format (use .parquet or .csv)")
+
+
+def read_table(uri: str, settings: Settings | None = None) -> tuple[pd.DataFrame, str]:
+    """Read a parquet or CSV table; returns it with the content fingerprint of its bytes."""
+    data = read_bytes(uri, settings)
+    return parse_table(uri, data), _hash_bytes(data)
+
+
+def write_table(frame: pd.DataFrame, uri: str, settings: Settings | None = None) -> str:
+    buffer = io.BytesIO()
+    if uri.lower().endswith(".csv"):
+        buffer.write(frame.to_csv(index=False).encode())
+    else:
+        frame.to_parquet(buffer, index=False)
+    return write_bytes(uri, buffer.getvalue(), settings)
+
+
+def list_objects(prefix_uri: str, suffix: str = "", settings: Settings | None = None) -> list[ObjectInfo]:
+    """Objects under a prefix (S3) or files under a folder, sorted by key."""
+    if is_s3(prefix_uri):
+        bucket, prefix = split_s3_uri(prefix_uri)
+        client = s3_client(settings)
+        found: list[ObjectInfo] = []
+        try:
+            for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+                for item in page.get("Contents", []):
+                    if item["Key"].endswith(suffix):
+                        fp = _hash_bytes(f"{item.get('ETag', '').strip(chr(34))}:".encode())
+                        found.append(ObjectInfo(f"s3://{bucket}/{item['Key']}", item["Size"], item.get("LastModified"), fp))
+        except Exception as exc:  # noqa: BLE001
+            raise _translate_boto_error(prefix_uri, exc) from exc
+        return sorted(found, key=lambda o: o.uri)
+    root = local_path(prefix_uri)
+    if not root.exists():
+        return []
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.name.endswith(suffix))
+    return [stat(str(p), settings) for p in files]
+
+
+def ensure_bucket(bucket: str, settings: Settings | None = None) -> None:
+    client = s3_client(settings)
+    try:
+        client.head_bucket(Bucket=bucket)
+    except Exception:  # noqa: BLE001 - absent: create it
+        client.create_bucket(Bucket=bucket)
+
+
+# --- SQS: the queue behind S3 notifications -----------------------------------------------------
+
+
+def ensure_queue(name: str, settings: Settings | None = None, attributes: dict[str, str] | None = None) -> tuple[str, str]:
+    """Create (or find) a queue; returns (url, arn)."""
+    client = sqs_client(settings)
+    url = client.create_queue(QueueName=name, Attributes=attributes or {})["QueueUrl"]
+    arn = client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    return url, arn
+
+
+def configure_bucket_notifications(bucket: str, queue_arn: str, prefix: str, suffix: str, settings: Settings | None = None) -> None:
+    filters = [{"Name": "prefix", "Value": prefix}]
+    if suffix:
+        filters.append({"Name": "suffix", "Value": suffix})
+    s3_client(settings).put_bucket_notification_configuration(
+        Bucket=bucket,
+        NotificationConfiguration={
+            "QueueConfigurations": [
+                {"QueueArn": queue_arn, "Events": ["s3:ObjectCreated:*"], "Filter": {"Key": {"FilterRules": filters}}}
+            ]
+        },
+    )
+
+
+@dataclass(frozen=True)
+class QueueMessage:
+    message_id: str
+    receipt_handle: str
+    body: str
+
+
+def receive_messages(queue_url: str, max_messages: int = 10, wait_seconds: int = 10, settings: Settings | None = None) -> list[QueueMessage]:
+    response = sqs_client(settings).receive_message(
+        QueueUrl=queue_url, MaxNumberOfMessages=max_messages, WaitTimeSeconds=wait_seconds, VisibilityTimeout=30
+    )
+    return [QueueMessage(m["MessageId"], m["ReceiptHandle"], m["Body"]) for m in response.get("Messages", [])]
+
+
+def delete_message(queue_url: str, receipt_handle: str, settings: Settings | None = None) -> None:
+    sqs_client(settings).delete_message(QueueUrl=queue_url, ReceiptHandle=receipt_handle)
+
+
+def send_message(queue_url: str, body: str | dict[str, Any], settings: Settings | None = None) -> None:
+    text = body if isinstance(body, str) else json.dumps(body)
+    sqs_client(settings).send_message(QueueUrl=queue_url, MessageBody=text)
