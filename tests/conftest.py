@@ -1,0 +1,115 @@
+"""Shared fixtures. Three tiers: library units on small real data, task wiring, and end-to-end
+flows against real local services (Prefect server, MLflow server, moto's S3 + SQS endpoint),
+started once per test session on free ports with all state in a temp folder."""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from pathlib import Path
+
+import pytest
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# Environment is fixed before anything imports prefect or mlflow, so every client in this
+# process (and every subprocess) talks to this session's services and keeps state in HOME.
+HOME = Path(tempfile.mkdtemp(prefix="leanops-tests-"))
+PORTS = {"prefect": _free_port(), "mlflow": _free_port(), "s3": _free_port()}
+_ENV = {
+    "LEANOPS_HOME": str(HOME),
+    "LEANOPS_PREFECT_PORT": str(PORTS["prefect"]),
+    "LEANOPS_MLFLOW_PORT": str(PORTS["mlflow"]),
+    "LEANOPS_S3_PORT": str(PORTS["s3"]),
+    "LEANOPS_SLACK_TOKEN": "",
+    "PREFECT_API_URL": f"http://127.0.0.1:{PORTS['prefect']}/api",
+    "PREFECT_HOME": str(HOME / "prefect"),
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.3",
+    "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
+    "PREFECT_LOCAL_STORAGE_PATH": str(HOME / "prefect-results"),
+    "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{PORTS['mlflow']}",
+    "AWS_ACCESS_KEY_ID": "leanops",
+    "AWS_SECRET_ACCESS_KEY": "leanops",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "GIT_PYTHON_REFRESH": "quiet",
+}
+os.environ.update(_ENV)
+os.environ.pop("LEANOPS_SLACK_TOKEN")
+
+
+@pytest.fixture(scope="session")
+def settings():
+    from leanops.settings import get_settings, reset_settings_cache
+
+    reset_settings_cache()
+    return get_settings()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(settings):
+    """moto's server: a real S3 + SQS HTTP endpoint on 127.0.0.1."""
+    from infra import services
+
+    service = services.moto_server(settings.host, settings.s3_port)
+    services.start(service, HOME)
+    yield settings.resolved_s3_endpoint_url
+    services.stop(service, HOME)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(settings):
+    """A real MLflow tracking server (SQLite backend, local artifacts)."""
+    from infra import services
+
+    service = services.mlflow_server(HOME, settings.host, settings.mlflow_port)
+    services.start(service, HOME)
+    yield settings.resolved_mlflow_tracking_uri
+    services.stop(service, HOME)
+
+
+@pytest.fixture(scope="session")
+def prefect_server(settings):
+    """A real Prefect server (SQLite) for the whole session."""
+    from infra import services
+
+    service = services.prefect_server(HOME, settings.host, settings.prefect_port)
+    services.start(service, HOME)
+    yield settings.resolved_prefect_api_url
+    services.stop(service, HOME)
+
+
+@pytest.fixture(scope="session")
+def stack(s3_endpoint, mlflow_server, prefect_server, settings):
+    from leanops import storage
+
+    storage.ensure_bucket(settings.s3_bucket)
+    return settings
+
+
+@pytest.fixture(scope="session")
+def spec():
+    from leanops.spec import load_spec
+
+    return load_spec(Path(__file__).resolve().parent.parent / "specs" / "flights-delay.yaml")
+
+
+@pytest.fixture(scope="session")
+def flights_small():
+    """4,800 real flights of January-June 2013 (800 a month), in time order."""
+    from leanops import datasets
+
+    return datasets.flights_sample(range(1, 7), rows_per_month=800, seed=1)
+
+
+@pytest.fixture(scope="session")
+def flights_july():
+    from leanops import datasets
+
+    return datasets.flights_sample([7], rows_per_month=2000, seed=2)
