@@ -1,0 +1,153 @@
+"""Build, fit and evaluate models: XGBoost (hist) in a scikit-learn pipeline, plus a baseline it must beat.
+
+Both pipelines start with ``SpecFeatures``, so they take the raw batch columns.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.dummy import DummyClassifier, DummyRegressor
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    log_loss,
+    mean_absolute_error,
+    r2_score,
+    roc_auc_score,
+    root_mean_squared_error,
+)
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
+
+from leanops.features import spec_features
+from leanops.results import EvalResult, FeatureSet, TrainResult, combine_fingerprints
+from leanops.spec import Spec
+
+MODELING_VERSION = "1"  # bump when the model recipe changes: invalidates cached fits
+
+DEFAULT_XGB_PARAMS: dict[str, Any] = {"n_estimators": 300, "max_depth": 6, "learning_rate": 0.1}
+
+
+def xgb_params(spec: Spec, params: dict[str, Any] | None = None) -> dict[str, Any]:
+    merged = {**DEFAULT_XGB_PARAMS, **spec.model.params, **(params or {})}
+    merged.update(tree_method="hist", random_state=spec.split.seed)
+    return merged
+
+
+def _encoder(spec: Spec) -> ColumnTransformer:
+    # Ordinal codes are enough for trees; unseen or missing categories get -1 rather than failing a prediction.
+    return ColumnTransformer(
+        [
+            ("numeric", "passthrough", spec.numeric_features),
+            (
+                "categorical",
+                OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1, encoded_missing_value=-1, dtype=np.float32),
+                spec.categorical_features,
+            ),
+        ],
+        verbose_feature_names_out=False,
+    )
+
+
+def build_model(spec: Spec, params: dict[str, Any] | None = None, n_jobs: int | None = None) -> Pipeline:
+    from xgboost import XGBClassifier, XGBRegressor
+
+    estimator_cls = XGBClassifier if spec.task == "binary" else XGBRegressor
+    estimator = estimator_cls(**xgb_params(spec, params), n_jobs=n_jobs)
+    return Pipeline([("features", spec_features(spec)), ("encode", _encoder(spec)), ("model", estimator)])
+
+
+def build_baseline(spec: Spec) -> Pipeline:
+    if spec.model.baseline == "dummy":
+        estimator = DummyClassifier(strategy="prior") if spec.task == "binary" else DummyRegressor()
+        return Pipeline([("features", spec_features(spec)), ("encode", _encoder(spec)), ("model", estimator)])
+    encode = ColumnTransformer(
+        [
+            ("numeric", Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]), spec.numeric_features),
+            (
+                "categorical",
+                Pipeline(
+                    [
+                        ("impute", SimpleImputer(strategy="constant", fill_value="__missing__")),
+                        ("onehot", OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=20)),
+                    ]
+                ),
+                spec.categorical_features,
+            ),
+        ]
+    )
+    estimator = LogisticRegression(max_iter=300) if spec.task == "binary" else Ridge()
+    return Pipeline([("features", spec_features(spec)), ("encode", encode), ("model", estimator)])
+
+
+def fit_models(features: FeatureSet, spec: Spec, params: dict[str, Any] | None = None) -> TrainResult:
+    """Fit the model and the baseline on all pre-holdout data (train + validation)."""
+    X = pd.concat([features.X_train, features.X_valid])
+    y = pd.concat([features.y_train, features.y_valid])
+    started = time.perf_counter()
+    model = build_model(spec, params).fit(X, y)
+    fit_seconds = time.perf_counter() - started
+    baseline = build_baseline(spec).fit(X, y)
+    booster_importance = model.named_steps["model"].feature_importances_
+    names = model.named_steps["encode"].get_feature_names_out()
+    importance = {str(n): float(v) for n, v in sorted(zip(names, booster_importance), key=lambda kv: -kv[1])}
+    final_params = xgb_params(spec, params)
+    return TrainResult(
+        fingerprint=combine_fingerprints(features.fingerprint, sorted(final_params.items()), MODELING_VERSION),
+        model=model,
+        baseline=baseline,
+        params=final_params,
+        feature_importance=importance,
+        fit_seconds=fit_seconds,
+    )
+
+
+def predict_scores(model: Any, X: pd.DataFrame, spec: Spec) -> np.ndarray:
+    """Positive-class probability (binary) or the prediction (regression)."""
+    if spec.task == "binary":
+        return np.asarray(model.predict_proba(X))[:, 1]
+    return np.asarray(model.predict(X), dtype=float)
+
+
+def score(y_true: pd.Series, scores: np.ndarray, spec: Spec) -> dict[str, float]:
+    """The spec's metrics for one set of predictions. One place computes metrics for training and promotion."""
+    y = np.asarray(y_true)
+    if spec.task == "binary":
+        if len(np.unique(y)) < 2:
+            raise ValueError("cannot score a binary model on a holdout with a single class")
+        clipped = np.clip(scores, 1e-7, 1 - 1e-7)
+        return {
+            "roc_auc": float(roc_auc_score(y, scores)),
+            "pr_auc": float(average_precision_score(y, scores)),
+            "log_loss": float(log_loss(y, clipped, labels=[0, 1])),
+            "accuracy": float(accuracy_score(y, scores >= 0.5)),
+        }
+    return {
+        "rmse": float(root_mean_squared_error(y, scores)),
+        "mae": float(mean_absolute_error(y, scores)),
+        "r2": float(r2_score(y, scores)),
+    }
+
+
+def evaluate(train: TrainResult, features: FeatureSet, spec: Spec, champion: Any = None, champion_version: str | None = None) -> EvalResult:
+    X, y = features.X_holdout, features.y_holdout
+    champion_metrics = score(y, predict_scores(champion, X, spec), spec) if champion is not None else None
+    return EvalResult(
+        primary_metric=spec.metric.primary,
+        model=score(y, predict_scores(train.model, X, spec), spec),
+        baseline=score(y, predict_scores(train.baseline, X, spec), spec),
+        champion=champion_metrics,
+        champion_version=champion_version,
+        holdout_rows=len(X),
+    )
+
+
+def is_better(spec: Spec, metric: str, candidate: float, reference: float) -> bool:
+    return candidate > reference if spec.metric.direction(metric) == "maximize" else candidate < reference
