@@ -48,4 +48,8 @@ class TransientIOError(LeanopsError):
     """A retryable I/O failure (network, throttling, 5xx)."""
 
 
-NEVER_RETRY = (SpecError, BatchReadError, ContractViolation, NoChampion, ModelNotFound, GateFailed)
+class MalformedNotification(LeanopsError):
+    """A queue message is not an S3 notification we can read; the bridge dead-letters it."""
+
+
+NEVER_RETRY = (SpecError, BatchReadError, ContractViolation, NoChampion, ModelNotFound, GateFailed, MalformedNotification)

@@ -50,6 +50,8 @@ class LifecycleEvent:
     payload: dict[str, Any] = field(default_factory=dict)
     resource_labels: dict[str, str] = field(default_factory=dict)
     event_id: str | None = None
+    # ISO 8601 time the thing happened at its source (e.g. S3's eventTime); None means "when sent".
+    occurred: str | None = None
 
     @property
     def resource(self) -> dict[str, str]:
@@ -75,7 +77,15 @@ def model_registered(model_name: str, version: str, run_id: str, data_uri: str, 
     )
 
 
-def batch_landed(bucket: str, key: str, version_id: str | None, sequencer: str | None, size: int | None, etag: str | None) -> LifecycleEvent:
+def batch_landed(
+    bucket: str,
+    key: str,
+    version_id: str | None,
+    sequencer: str | None,
+    size: int | None,
+    etag: str | None,
+    occurred: str | None = None,
+) -> LifecycleEvent:
     """A new object under the watched prefix. Resource: its s3:// URI."""
     uri = f"s3://{bucket}/{key}"
     return LifecycleEvent(
@@ -92,4 +102,5 @@ def batch_landed(bucket: str, key: str, version_id: str | None, sequencer: str |
         },
         resource_labels={"s3.bucket": bucket, "s3.key": key},
         event_id=deterministic_event_id(BATCH_LANDED, bucket, key, version_id or "", sequencer or etag or ""),
+        occurred=occurred,
     )

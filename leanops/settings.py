@@ -41,6 +41,15 @@ class Settings(BaseSettings):
     s3_bucket_allow_list: list[str] = Field(default_factory=list)
     sqs_queue_name: str = "leanops-batches"
     sqs_dead_letter_queue_name: str = "leanops-batches-dead"
+    # A received message stays hidden this long; if the bridge dies before deleting it, it reappears.
+    sqs_visibility_timeout_seconds: int = 30
+    sqs_wait_seconds: int = 10  # long-poll wait of one receive call
+    # SQS moves a message that failed this many receives to the dead-letter queue by itself.
+    sqs_max_receive_count: int = 10
+    bridge_max_backoff_seconds: float = 30.0
+
+    work_pool_name: str = "leanops-pool"
+    worker_health_port: int = 5061
     aws_region: str = "us-east-1"
 
     # Prefect result storage for cached task results (a local folder or a remote block).

@@ -244,9 +244,31 @@ class QueueMessage:
     body: str
 
 
-def receive_messages(queue_url: str, max_messages: int = 10, wait_seconds: int = 10, settings: Settings | None = None) -> list[QueueMessage]:
+def queue_url(name: str, settings: Settings | None = None) -> str:
+    """URL of an existing queue (unlike :func:`ensure_queue`, never creates one with default attributes)."""
+    return sqs_client(settings).get_queue_url(QueueName=name)["QueueUrl"]
+
+
+def queue_counts(queue_url: str, settings: Settings | None = None) -> tuple[int, int]:
+    """(visible, in flight) message counts; SQS calls them approximate."""
+    attributes = sqs_client(settings).get_queue_attributes(
+        QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"]), int(attributes["ApproximateNumberOfMessagesNotVisible"])
+
+
+def receive_messages(
+    queue_url: str,
+    max_messages: int = 10,
+    wait_seconds: int = 10,
+    settings: Settings | None = None,
+    visibility_timeout: int = 30,
+) -> list[QueueMessage]:
     response = sqs_client(settings).receive_message(
-        QueueUrl=queue_url, MaxNumberOfMessages=max_messages, WaitTimeSeconds=wait_seconds, VisibilityTimeout=30
+        QueueUrl=queue_url,
+        MaxNumberOfMessages=max_messages,
+        WaitTimeSeconds=wait_seconds,
+        VisibilityTimeout=visibility_timeout,
     )
     return [QueueMessage(m["MessageId"], m["ReceiptHandle"], m["Body"]) for m in response.get("Messages", [])]
 
@@ -255,6 +277,12 @@ def delete_message(queue_url: str, receipt_handle: str, settings: Settings | Non
     sqs_client(settings).delete_message(QueueUrl=queue_url, ReceiptHandle=receipt_handle)
 
 
-def send_message(queue_url: str, body: str | dict[str, Any], settings: Settings | None = None) -> None:
+def send_message(
+    queue_url: str, body: str | dict[str, Any], settings: Settings | None = None, attributes: dict[str, str] | None = None
+) -> None:
+    """Send a message; ``attributes`` become string message attributes (e.g. why it was dead-lettered)."""
     text = body if isinstance(body, str) else json.dumps(body)
-    sqs_client(settings).send_message(QueueUrl=queue_url, MessageBody=text)
+    extra = {}
+    if attributes:
+        extra["MessageAttributes"] = {k: {"DataType": "String", "StringValue": v} for k, v in attributes.items()}
+    sqs_client(settings).send_message(QueueUrl=queue_url, MessageBody=text, **extra)
