@@ -33,3 +33,24 @@ def leanops_version() -> str:
         return metadata.version("leanops")
     except metadata.PackageNotFoundError:
         return "0+unknown"
+
+
+def build_lineage(data_uri: str, data_fingerprint: str, spec_hash: str, flow_run_id: str | None, sources: tuple[str, ...] = ()):
+    from leanops.results import Lineage
+
+    return Lineage(
+        git_commit=git_commit(),
+        data_uri=data_uri,
+        data_fingerprint=data_fingerprint,
+        spec_hash=spec_hash,
+        leanops_version=leanops_version(),
+        flow_run_id=flow_run_id,
+        data_sources=sources,
+    )
+
+
+def training_key(lineage, train_fingerprint: str) -> str:
+    """Same data, spec, params and code -> same key -> no second registered version."""
+    from leanops.results import combine_fingerprints
+
+    return combine_fingerprints(lineage.data_fingerprint, lineage.spec_hash, train_fingerprint, lineage.git_commit)

@@ -1,0 +1,41 @@
+"""Stage: log and register the trained model in MLflow with its lineage; set the challenger alias."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, runtime, task
+from prefect.artifacts import create_link_artifact
+from prefect.cache_policies import NO_CACHE
+
+from leanops import lineage, registry
+from leanops.results import Batch, EvalResult, FeatureSet, RegistrationResult, TrainResult
+from leanops.spec import Spec
+from tasks._policies import IO_RETRIES, IO_RETRY_DELAYS, IO_RETRY_JITTER, retry_transient_only
+
+
+# Not cached by Prefect: the registry itself is the idempotency record (the training key tag),
+# so a deleted version is re-created instead of being "remembered" by a stale cache entry.
+@task(
+    cache_policy=NO_CACHE,
+    retries=IO_RETRIES,
+    retry_delay_seconds=IO_RETRY_DELAYS,
+    retry_jitter_factor=IO_RETRY_JITTER,
+    retry_condition_fn=retry_transient_only,
+)
+def register_model(
+    spec: Spec, train: TrainResult, evaluation: EvalResult, features: FeatureSet, batch: Batch, alias: str = registry.CHALLENGER
+) -> RegistrationResult:
+    run_lineage = lineage.build_lineage(batch.uri, batch.fingerprint, spec.spec_hash, runtime.flow_run.id, batch.sources)
+    key = lineage.training_key(run_lineage, train.fingerprint)
+    result = registry.register_training(spec, train, evaluation, features, run_lineage, key, alias=alias)
+    logger = get_run_logger()
+    if result.created:
+        logger.info("registered %s v%s (alias %s): %s", result.model_name, result.version, alias, result.run_url)
+    else:
+        logger.info("same training already registered as %s v%s: nothing new", result.model_name, result.version)
+    create_link_artifact(
+        key=f"{spec.name}-mlflow-run",
+        link=result.run_url,
+        link_text=f"MLflow run of {result.model_name} v{result.version}",
+        description="The registered model's run: params, metrics, lineage, reference sample.",
+    )
+    return result
