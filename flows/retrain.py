@@ -37,4 +37,6 @@ def retrain(spec: str = "flights-delay", batch_uri: str | None = None) -> Regist
 
 
 if __name__ == "__main__":
-    retrain()
+    from flows._cli import run_from_command_line
+
+    run_from_command_line(retrain)

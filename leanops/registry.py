@@ -132,6 +132,10 @@ def reference_sample(features: FeatureSet, spec: Spec) -> pd.DataFrame:
 def _example_frame(X: pd.DataFrame, spec: Spec) -> pd.DataFrame:
     # MLflow signatures reject tz-aware datetimes; a served model takes ISO strings (as JSON carries them).
     example = X.head(5).copy()
+    # Integer columns in a signature cannot take a missing value later; numeric inputs are doubles.
+    for column in spec.numeric_features:
+        if column in example:
+            example[column] = example[column].astype("float64")
     if spec.time is not None and spec.time.column in example:
         example[spec.time.column] = pd.to_datetime(example[spec.time.column], utc=True).map(lambda t: t.isoformat())
     return example

@@ -1,0 +1,108 @@
+"""The retrain flow end to end against a real Prefect server, a real MLflow server and moto's S3."""
+
+from __future__ import annotations
+
+import pytest
+
+from leanops import datasets, events, registry, storage
+from leanops.errors import ContractViolation, RegistrationFailed
+from leanops.spec import load_spec
+from support import spec_copy, task_run_states, wait_for_events
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def trained(stack, tmp_path_factory):
+    """One real retrain on 6,000 flights of January-June read from S3, shared by the tests below."""
+    from flows.retrain import retrain
+
+    folder = tmp_path_factory.mktemp("retrain")
+    spec_path = spec_copy(folder, "retrain-e2e")
+    uri = f"s3://{stack.s3_bucket}/incoming/retrain-e2e/2013-h1.parquet"
+    storage.write_table(datasets.flights_sample(range(1, 7), rows_per_month=1000, seed=3), uri)
+    state = retrain(spec=str(spec_path), batch_uri=uri, return_state=True)
+    return {"spec_path": spec_path, "spec": load_spec(spec_path), "uri": uri, "state": state, "result": state.result()}
+
+
+def test_retrain_registers_a_challenger_with_lineage(trained, stack):
+    result = trained["result"]
+    assert result.created
+    challenger = registry.get_alias("retrain-e2e", registry.CHALLENGER)
+    assert challenger is not None and challenger.version == result.version
+    tags = challenger.tags
+    data_fingerprint = storage.read_table(trained["uri"])[1]
+    assert tags["leanops.data_uri"] == trained["uri"]
+    assert tags["leanops.data_fingerprint"] == data_fingerprint
+    assert tags["leanops.spec_hash"] == trained["spec"].spec_hash
+    assert tags["leanops.flow_run_id"] == str(trained["state"].state_details.flow_run_id)
+    assert len(tags["leanops.git_commit"]) >= 7
+    assert challenger.metrics["roc_auc"] > 0.6
+    assert {"baseline_roc_auc", "rows_holdout", "rows_excluded_missing_target"} <= challenger.metrics.keys()
+
+
+def test_registered_model_takes_raw_columns_and_carries_its_reference(trained):
+    info = registry.get_alias("retrain-e2e", registry.CHALLENGER)
+    reference = registry.load_reference_sample(info)
+    model = registry.load_model(info)
+    probabilities = model.predict_proba(reference.drop(columns=["delayed_15"]).head(50))
+    assert probabilities.shape == (50, 2)
+    assert len(reference) > 3000 and "delayed_15" in reference
+
+
+def test_registration_emits_model_registered(trained, stack):
+    found = wait_for_events(stack.resolved_prefect_api_url, events.MODEL_REGISTERED, events.model_resource_id("retrain-e2e"))
+    assert len(found) == 1
+    assert found[0]["payload"]["version"] == trained["result"].version
+    assert found[0]["payload"]["data_uri"] == trained["uri"]
+
+
+def test_second_run_on_the_same_data_is_cached_and_registers_nothing(trained, stack):
+    from flows.retrain import retrain
+
+    versions_before = registry.list_versions("retrain-e2e")
+    state = retrain(spec=str(trained["spec_path"]), batch_uri=trained["uri"], return_state=True)
+    again = state.result()
+    assert not again.created
+    assert again.version == trained["result"].version
+    assert registry.list_versions("retrain-e2e") == versions_before
+    states = task_run_states(stack.resolved_prefect_api_url, state.state_details.flow_run_id)
+    for stage in ("validate_batch", "build_features", "fit_model", "evaluate_model"):
+        assert states[stage] == "Cached", states
+
+
+def test_a_rejected_batch_changes_nothing(trained, stack, tmp_path):
+    from flows.retrain import retrain
+
+    bad = datasets.flights_sample([7], rows_per_month=1500, seed=4).drop(columns=["carrier"])
+    bad_uri = f"s3://{stack.s3_bucket}/incoming/retrain-e2e/2013-07-bad.parquet"
+    storage.write_table(bad, bad_uri)
+    versions_before = registry.list_versions("retrain-e2e")
+    state = retrain(spec=str(trained["spec_path"]), batch_uri=bad_uri, return_state=True)
+    assert state.is_failed()
+    with pytest.raises(ContractViolation, match="missing column 'carrier'"):
+        state.result()
+    assert registry.list_versions("retrain-e2e") == versions_before
+    assert registry.get_alias("retrain-e2e", registry.CHALLENGER).version == trained["result"].version
+    states = task_run_states(stack.resolved_prefect_api_url, state.state_details.flow_run_id)
+    assert states["validate_batch"] == "Failed"  # not "Retrying": a contract violation is never retried
+    assert "fit_model" not in states
+
+
+def test_a_failing_mlflow_call_leaves_no_version_and_no_moved_alias(trained):
+    from leanops import features, lineage, modeling
+    from leanops.results import Batch
+
+    spec = trained["spec"]
+    frame, fingerprint = storage.read_table(trained["uri"])
+    feature_set = features.build_feature_set(Batch(trained["uri"], fingerprint, frame), spec)
+    fitted = modeling.fit_models(feature_set, spec, {"n_estimators": 20})
+    evaluation = modeling.evaluate(fitted, feature_set, spec)
+    run_lineage = lineage.build_lineage(trained["uri"], fingerprint, spec.spec_hash, None)
+    versions_before = registry.list_versions("retrain-e2e")
+    # MLflow refuses the reserved alias "latest": the last registration step fails for real.
+    with pytest.raises(RegistrationFailed, match="nothing was registered"):
+        registry.register_training(spec, fitted, evaluation, feature_set, run_lineage, "failing-key", alias="latest")
+    assert registry.list_versions("retrain-e2e") == versions_before
+    assert registry.get_alias("retrain-e2e", registry.CHALLENGER).version == trained["result"].version
+    assert registry.find_by_training_key("retrain-e2e", "failing-key") is None
