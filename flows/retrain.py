@@ -20,7 +20,7 @@ from tasks.validate import validate_batch
 def retrain(spec: str = "flights-delay", batch_uri: str | None = None) -> RegistrationResult:
     """Train a challenger for the model described by ``spec`` on ``batch_uri`` and register it in MLflow."""
     model_spec = load_model_spec(spec)
-    batch = load_batch(batch_uri or model_spec.default_batch_uri)
+    batch = load_batch(batch_uri, model_spec)
     validate_batch(batch, model_spec)
     features = build_features(batch, model_spec)
     trained = fit_model(features, model_spec)

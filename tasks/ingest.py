@@ -1,12 +1,12 @@
-"""Stage: read a batch (local path or s3://) with its content fingerprint."""
+"""Stage: read a batch (local path or s3://, one object or a window under a prefix) with its fingerprint."""
 
 from __future__ import annotations
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from leanops import storage
-from leanops.errors import BatchReadError
+from leanops import batches
+from leanops.spec import Spec
 from leanops.results import Batch
 from tasks._policies import IO_RETRIES, IO_RETRY_DELAYS, IO_RETRY_JITTER, retry_transient_only
 
@@ -21,8 +21,9 @@ from tasks._policies import IO_RETRIES, IO_RETRY_DELAYS, IO_RETRY_JITTER, retry_
     persist_result=False,
     task_run_name="load_batch {uri}",
 )
-def load_batch(uri: str | None) -> Batch:
-    if not uri:
-        raise BatchReadError("no batch URI: pass batch_uri or set default_batch_uri in the model spec")
-    frame, fingerprint = storage.read_table(uri)
-    return Batch(uri=uri, fingerprint=fingerprint, frame=frame, sources=(uri,))
+def load_batch(uri: str | None, spec: Spec) -> Batch:
+    """One object, or (for a prefix ending in /, or no URI) the spec's retrain window of landed batches."""
+    batch = batches.read_batch(uri or batches.default_source(spec), spec.retrain_window)
+    if len(batch.sources) > 1:
+        get_run_logger().info("retrain window: %d batches: %s", len(batch.sources), ", ".join(batch.sources))
+    return batch
