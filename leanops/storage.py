@@ -216,9 +216,12 @@ def ensure_bucket(bucket: str, settings: Settings | None = None) -> None:
 
 
 def ensure_queue(name: str, settings: Settings | None = None, attributes: dict[str, str] | None = None) -> tuple[str, str]:
-    """Create (or find) a queue; returns (url, arn)."""
+    """Create (or find) a queue and apply ``attributes`` to it; returns (url, arn)."""
     client = sqs_client(settings)
-    url = client.create_queue(QueueName=name, Attributes=attributes or {})["QueueUrl"]
+    # Attributes are set apart from creation: CreateQueue refuses an existing queue whose attributes differ.
+    url = client.create_queue(QueueName=name)["QueueUrl"]
+    if attributes:
+        client.set_queue_attributes(QueueUrl=url, Attributes=attributes)
     arn = client.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     return url, arn
 

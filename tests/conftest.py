@@ -21,12 +21,17 @@ def _free_port() -> int:
 # Environment is fixed before anything imports prefect or mlflow, so every client in this
 # process (and every subprocess) talks to this session's services and keeps state in HOME.
 HOME = Path(tempfile.mkdtemp(prefix="leanops-tests-"))
-PORTS = {"prefect": _free_port(), "mlflow": _free_port(), "s3": _free_port()}
+PORTS = {"prefect": _free_port(), "mlflow": _free_port(), "s3": _free_port(), "worker": _free_port()}
 _ENV = {
     "LEANOPS_HOME": str(HOME),
     "LEANOPS_PREFECT_PORT": str(PORTS["prefect"]),
     "LEANOPS_MLFLOW_PORT": str(PORTS["mlflow"]),
     "LEANOPS_S3_PORT": str(PORTS["s3"]),
+    "LEANOPS_WORKER_HEALTH_PORT": str(PORTS["worker"]),
+    # Short SQS timings: an unacknowledged message reappears after 3 s, a poll returns within 2 s.
+    "LEANOPS_SQS_VISIBILITY_TIMEOUT_SECONDS": "3",
+    "LEANOPS_SQS_WAIT_SECONDS": "2",
+    "LEANOPS_BRIDGE_MAX_BACKOFF_SECONDS": "2",
     "LEANOPS_SLACK_TOKEN": "",
     "PREFECT_API_URL": f"http://127.0.0.1:{PORTS['prefect']}/api",
     "PREFECT_HOME": str(HOME / "prefect"),
@@ -86,10 +91,23 @@ def prefect_server(settings):
 
 
 @pytest.fixture(scope="session")
-def stack(s3_endpoint, mlflow_server, prefect_server, settings):
-    from leanops import storage
+def s3_bridge(s3_endpoint, prefect_server, settings):
+    """Bucket, queue + dead-letter queue, notification, and the S3 -> Prefect events bridge running.
 
-    storage.ensure_bucket(settings.s3_bucket)
+    Yields (queue url, dead-letter queue url)."""
+    from infra import services, stack
+
+    queues = stack.provision_s3(settings)
+    service = stack.bridge(settings)
+    services.start(service, HOME)
+    yield queues
+    services.stop(service, HOME)
+
+
+@pytest.fixture(scope="session")
+def stack(s3_endpoint, mlflow_server, prefect_server, s3_bridge, settings):
+    """Every service of the local stack but the worker: objects put under the incoming prefix become
+    leanops.batch.landed events."""
     return settings
 
 
