@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from prefect import flow
 
 from leanops import events
 from leanops.results import RegistrationResult
+from tasks.cooldown import claim_retrain
 from tasks.evaluate import evaluate_model, find_champion
 from tasks.featurize import build_features
 from tasks.ingest import load_batch
@@ -17,9 +20,17 @@ from tasks.validate import validate_batch
 
 
 @flow(name="retrain", log_prints=True)
-def retrain(spec: str = "flights-delay", batch_uri: str | None = None) -> RegistrationResult:
-    """Train a challenger for the model described by ``spec`` on ``batch_uri`` and register it in MLflow."""
+def retrain(spec: str = "flights-delay", batch_uri: str | None = None, reason: Literal["manual", "schedule", "drift"] = "manual"
+) -> RegistrationResult | None:
+    """Train a challenger for the model described by ``spec`` and register it in MLflow.
+
+    ``batch_uri``: one parquet/CSV object, or a prefix ending in ``/`` (the spec's retrain window of
+    landed batches); empty means the spec's window prefix. ``reason``: manual, schedule or drift
+    (drift-triggered retrains respect the spec's cooldown).
+    """
     model_spec = load_model_spec(spec)
+    if not claim_retrain(model_spec, reason).allowed:
+        return None
     batch = load_batch(batch_uri, model_spec)
     validate_batch(batch, model_spec)
     features = build_features(batch, model_spec)

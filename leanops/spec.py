@@ -162,6 +162,8 @@ class RetrainWindowSpec(_Frozen):
     last_n: int | None = 6
     since: str | None = None
     """ISO date: use batches last modified on or after it."""
+    cooldown_minutes: float = 60.0
+    """A drift-triggered retrain is skipped when the model was retrained less than this ago."""
 
 
 class Spec(_Frozen):

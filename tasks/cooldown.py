@@ -1,0 +1,28 @@
+"""Claim a retrain against the model's cooldown. The last-retrain time lives in a Prefect variable,
+so it survives restarts of the server (it is a row in the server's database) and of workers."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.variables import Variable
+
+from leanops.cooldown import RetrainGate, decide_retrain
+from leanops.spec import Spec
+
+
+def _variable_name(spec: Spec) -> str:
+    return f"leanops-last-retrain-{spec.name}".replace("_", "-")
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def claim_retrain(spec: Spec, reason: str) -> RetrainGate:
+    stored = Variable.get(_variable_name(spec), default=None)
+    last = datetime.fromisoformat(stored) if stored else None
+    gate = decide_retrain(reason, last, spec.retrain_window.cooldown_minutes)
+    if gate.allowed:
+        Variable.set(_variable_name(spec), datetime.now(timezone.utc).isoformat(), overwrite=True)
+    get_run_logger().info(gate.explanation)
+    return gate
