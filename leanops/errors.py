@@ -53,3 +53,7 @@ class MalformedNotification(LeanopsError):
 
 
 NEVER_RETRY = (SpecError, BatchReadError, ContractViolation, NoChampion, ModelNotFound, GateFailed, MalformedNotification)
+
+
+class TuningFailed(LeanopsError):
+    """A tuning study cannot give a result (no trial completed, or the study does not exist)."""

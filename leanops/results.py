@@ -98,6 +98,53 @@ class TuningResult:
     n_pruned: int
     mlflow_run_id: str | None = None
     report_uris: dict[str, str] = field(default_factory=dict)
+    metric: str = ""
+    direction: str = ""
+    best_trial: int | None = None
+    n_running: int = 0
+    """Trials still running or waiting (another worker's, or a crashed worker's on journal storage)."""
+    storage: str = ""
+    """Where the study lives (password redacted)."""
+    trials: pd.DataFrame | None = field(default=None, repr=False, compare=False)
+    report_html: str = field(default="", repr=False, compare=False)
+    """Self-contained HTML (history, importances, learning curves, trials), readable offline."""
+
+    @property
+    def improvement(self) -> float | None:
+        """How much better than the default parameters on the validation split (positive = better)."""
+        if self.default_value is None:
+            return None
+        diff = self.best_value - self.default_value
+        return diff if self.direction != "minimize" else -diff
+
+
+@dataclass(frozen=True)
+class StudyPlan:
+    """A study ready for workers: what is left of the budget, split into one share per worker."""
+
+    study_name: str
+    storage: str | None
+    """As given (None: each worker uses its settings' storage), so no password travels in results."""
+    target_trials: int
+    finished_trials: int
+    shares: tuple[int, ...]
+
+    @property
+    def remaining(self) -> int:
+        return sum(self.shares)
+
+
+@dataclass(frozen=True)
+class TrialBatchResult:
+    """What one tuning worker did."""
+
+    study_name: str
+    worker_index: int
+    n_trials: int
+    n_complete: int
+    n_failed: int
+    n_pruned: int
+    seconds: float
 
 
 @dataclass(frozen=True)

@@ -102,6 +102,20 @@ class SearchDim(_Frozen):
     log: bool = False
     choices: list[Any] | None = None
 
+    @model_validator(mode="after")
+    def _check_bounds(self) -> "SearchDim":
+        if self.type == "categorical":
+            if not self.choices:
+                raise ValueError("a categorical search dimension needs a non-empty 'choices' list")
+            return self
+        if self.low is None or self.high is None or not self.low < self.high:
+            raise ValueError(f"a {self.type} search dimension needs low < high, got low={self.low} high={self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log-scaled search dimension needs low > 0, got {self.low}")
+        if self.type == "int" and not (float(self.low).is_integer() and float(self.high).is_integer()):
+            raise ValueError(f"an int search dimension needs integer bounds, got {self.low} and {self.high}")
+        return self
+
 
 DEFAULT_SEARCH_SPACE: dict[str, SearchDim] = {
     "max_depth": SearchDim(type="int", low=3, high=10),
