@@ -57,3 +57,7 @@ NEVER_RETRY = (SpecError, BatchReadError, ContractViolation, NoChampion, ModelNo
 
 class TuningFailed(LeanopsError):
     """A tuning study cannot give a result (no trial completed, or the study does not exist)."""
+
+
+class DriftInputError(LeanopsError):
+    """Frames given to a drift check cannot be compared (a feature on one side only, wrong types ...)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 
@@ -181,3 +181,163 @@ class RegistrationResult:
     """False when an identical training (same data, spec, params, code) was already registered."""
     run_url: str = ""
     alias: str = "challenger"
+
+
+# --- drift monitoring ---------------------------------------------------------------------------
+
+
+def markdown_table(header: list[str], rows: list[list[Any]]) -> str:
+    """A GitHub-flavoured markdown table (Prefect artifacts and Slack-free summaries render it)."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join("" if cell is None else str(cell) for cell in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+DriftStatus = Literal["ok", "drift", "inconclusive"]
+"""``"ok"``, ``"drift"`` or ``"inconclusive"`` (too few rows to judge: never counts as drift)."""
+
+
+@dataclass(frozen=True)
+class FeatureDrift:
+    name: str
+    kind: str
+    """``"numeric"`` or ``"categorical"``, from the spec (never inferred from dtypes)."""
+    method: str
+    """``"wasserstein"`` (normed by the reference std), ``"jensenshannon"`` or ``"psi"``."""
+    score: float
+    """Effect size; NaN when one side has no values at all (then ``drifted`` is True and ``note`` says why)."""
+    threshold: float
+    drifted: bool
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class PerformanceCheck:
+    metric: str
+    value: float
+    """The champion's metric on the labelled batch."""
+    reference_value: float
+    """The champion's registered holdout metric."""
+    direction: str
+    tolerance: float
+    degraded: bool
+    n_rows: int | None = None
+
+    @property
+    def delta(self) -> float:
+        """How much better (positive) or worse (negative) than the reference, whatever the direction."""
+        diff = self.value - self.reference_value
+        return diff if self.direction == "maximize" else -diff
+
+
+@dataclass(frozen=True)
+class DriftResult:
+    status: DriftStatus
+    n_reference: int
+    n_current: int
+    n_reference_sampled: int
+    n_current_sampled: int
+    features: tuple[FeatureDrift, ...]
+    drift_share: float
+    """Share of features that drifted, importance-weighted when ``weighted``."""
+    dataset_drift_share: float
+    """The spec's threshold on ``drift_share``."""
+    dataset_drift: bool
+    drifted_features: tuple[str, ...]
+    weighted: bool = False
+    engine: str = "fast"
+    reason: str = ""
+    """Why the status is what it is, in one sentence (always set for ``inconclusive``)."""
+    prediction_drift_score: float | None = None
+    prediction_drift_threshold: float | None = None
+    prediction_drift: bool | None = None
+    performance: PerformanceCheck | None = None
+    unknown_categories: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Per categorical feature: values of the current batch never seen in the reference."""
+    skipped_features: tuple[str, ...] = ()
+    """Spec features absent from both frames (derived features when callers pass raw columns)."""
+    report_html_uri: str | None = None
+    report_json_uri: str | None = None
+
+    @property
+    def performance_degraded(self) -> bool:
+        return bool(self.performance and self.performance.degraded)
+
+    def with_performance(self, performance: PerformanceCheck) -> "DriftResult":
+        from dataclasses import replace
+
+        return replace(self, performance=performance)
+
+    def with_report(self, html_uri: str | None, json_uri: str | None) -> "DriftResult":
+        from dataclasses import replace
+
+        return replace(self, report_html_uri=html_uri, report_json_uri=json_uri)
+
+    def table(self) -> list[dict[str, Any]]:
+        """One row per feature: drifted first, then by score (NaN scores, i.e. missing sides, first)."""
+        def order(f: FeatureDrift) -> tuple[bool, float]:
+            score = float("inf") if f.score != f.score else f.score
+            return (not f.drifted, -score)
+
+        return [
+            {
+                "feature": f.name,
+                "kind": f.kind,
+                "method": f.method,
+                "score": round(f.score, 4) if f.score == f.score else None,
+                "threshold": f.threshold,
+                "drifted": f.drifted,
+                **({"note": f.note} if f.note else {}),
+            }
+            for f in sorted(self.features, key=order)
+        ]
+
+    def summary_markdown(self) -> str:
+        share = f"{self.drift_share:.0%}" + (" (importance-weighted)" if self.weighted else "")
+        lines = [
+            f"**Drift status: {self.status}**" + (f" ({self.reason})" if self.reason else ""),
+            "",
+            f"- rows: reference {self.n_reference:,} (sampled {self.n_reference_sampled:,}), "
+            f"current {self.n_current:,} (sampled {self.n_current_sampled:,})",
+            f"- drifted features: {len(self.drifted_features)} of {len(self.features)}, share {share}, "
+            f"dataset drift at >= {self.dataset_drift_share:.0%}: {'yes' if self.dataset_drift else 'no'}",
+        ]
+        if self.prediction_drift_score is not None:
+            lines.append(
+                f"- prediction drift: score {self.prediction_drift_score:.4f} vs threshold "
+                f"{self.prediction_drift_threshold}: {'yes' if self.prediction_drift else 'no'}"
+            )
+        if self.performance is not None:
+            p = self.performance
+            lines.append(
+                f"- {p.metric} on the labelled batch: {p.value:.4f} vs holdout {p.reference_value:.4f} "
+                f"(tolerance {p.tolerance}): {'DEGRADED' if p.degraded else 'ok'}"
+            )
+        unknown = {k: v for k, v in self.unknown_categories.items() if v}
+        if unknown:
+            listed = "; ".join(f"{k}: {', '.join(v[:10])}{' ...' if len(v) > 10 else ''}" for k, v in unknown.items())
+            lines.append(f"- categories unseen in the reference: {listed}")
+        if self.skipped_features:
+            lines.append(f"- not checked (absent from both frames): {', '.join(self.skipped_features)}")
+        if self.features:
+            rows = [
+                [r["feature"], r["kind"], r["method"], "n/a" if r["score"] is None else f"{r['score']:.4f}", r["threshold"],
+                 "**yes**" if r["drifted"] else "no"]
+                for r in self.table()
+            ]
+            lines += ["", markdown_table(["feature", "kind", "method", "score", "threshold", "drifted"], rows)]
+        if self.report_html_uri:
+            lines += ["", f"Report: {self.report_html_uri}"]
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class DriftPersistence:
+    """Whether drift held in at least ``k`` of the last ``n`` conclusive checks of a model."""
+
+    model: str
+    k: int
+    n: int
+    checks_considered: int
+    drift_checks: int
+    persists: bool
