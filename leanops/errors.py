@@ -52,12 +52,22 @@ class MalformedNotification(LeanopsError):
     """A queue message is not an S3 notification we can read; the bridge dead-letters it."""
 
 
-NEVER_RETRY = (SpecError, BatchReadError, ContractViolation, NoChampion, ModelNotFound, GateFailed, MalformedNotification)
+class AliasConflict(LeanopsError):
+    """The champion changed while an alias move was being prepared; nothing was moved."""
+
+
+
+
+class DriftInputError(LeanopsError):
+    """Frames given to a drift check cannot be compared (a feature on one side only, wrong types ...)."""
 
 
 class TuningFailed(LeanopsError):
     """A tuning study cannot give a result (no trial completed, or the study does not exist)."""
 
 
-class DriftInputError(LeanopsError):
-    """Frames given to a drift check cannot be compared (a feature on one side only, wrong types ...)."""
+# Failures that retrying cannot fix: tasks never retry these.
+NEVER_RETRY = (
+    SpecError, BatchReadError, ContractViolation, NoChampion, ModelNotFound, GateFailed, MalformedNotification, AliasConflict,
+    DriftInputError,
+)

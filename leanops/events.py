@@ -104,3 +104,134 @@ def batch_landed(
         event_id=deterministic_event_id(BATCH_LANDED, bucket, key, version_id or "", sequencer or etag or ""),
         occurred=occurred,
     )
+
+
+def model_promoted(
+    model_name: str,
+    version: str,
+    previous_version: str | None,
+    metric: str,
+    value: float | None,
+    champion_value: float | None,
+    approved_by: str,
+    reason: str,
+    flow_run_url: str,
+    audit_key: str,
+) -> LifecycleEvent:
+    """``champion`` moved to ``version``; ``previous_version`` ("" for a first champion) became ``previous-champion``."""
+    return model_event(
+        MODEL_PROMOTED,
+        model_name,
+        {
+            "version": str(version),
+            "previous_version": str(previous_version or ""),
+            "metric": metric,
+            "value": value,
+            "champion_value": champion_value,
+            "approved_by": approved_by,
+            "reason": reason,
+            "flow_run_url": flow_run_url or "",
+            "audit_key": audit_key,
+        },
+        event_id=deterministic_event_id(MODEL_PROMOTED, model_name, version, audit_key),
+    )
+
+
+def model_rejected(
+    model_name: str,
+    version: str,
+    champion_version: str | None,
+    failed_gates: list[str],
+    decided_by: str,
+    reason: str,
+    flow_run_url: str,
+    audit_key: str,
+) -> LifecycleEvent:
+    """A challenger was not promoted: ``failed_gates`` names the gates (empty when a person or a timeout said no)."""
+    return model_event(
+        MODEL_REJECTED,
+        model_name,
+        {
+            "version": str(version),
+            "champion_version": str(champion_version or ""),
+            "failed_gates": ",".join(failed_gates),
+            "decided_by": decided_by,
+            "reason": reason,
+            "flow_run_url": flow_run_url or "",
+            "audit_key": audit_key,
+        },
+        event_id=deterministic_event_id(MODEL_REJECTED, model_name, version, audit_key),
+    )
+
+
+def model_rolled_back(
+    model_name: str,
+    version: str,
+    from_version: str,
+    reason: str,
+    by: str,
+    batch_uri: str | None,
+    flow_run_url: str,
+    audit_key: str,
+) -> LifecycleEvent:
+    """``champion`` moved back from ``from_version`` to ``version``."""
+    return model_event(
+        MODEL_ROLLED_BACK,
+        model_name,
+        {
+            "version": str(version),
+            "from_version": str(from_version),
+            "reason": reason,
+            "by": by,
+            "batch_uri": batch_uri or "",
+            "flow_run_url": flow_run_url or "",
+            "audit_key": audit_key,
+        },
+        event_id=deterministic_event_id(MODEL_ROLLED_BACK, model_name, version, audit_key),
+    )
+
+
+def _drift_payload(model_name: str, version: str, batch_uri: str, result: Any, report_url: str) -> dict[str, Any]:
+    return {
+        "version": str(version),
+        "batch_uri": batch_uri,
+        "status": result.status,
+        "drift_share": float(result.drift_share),
+        "drifted_features": ",".join(result.drifted_features),
+        "prediction_drift": bool(result.prediction_drift),
+        "report_url": report_url,
+    }
+
+
+def drift_checked(model_name: str, version: str, batch_uri: str, batch_fingerprint: str, result: Any, report_url: str) -> LifecycleEvent:
+    """After every check (``result`` is a DriftResult). Same batch and champion -> same id."""
+    return model_event(
+        DRIFT_CHECKED, model_name, _drift_payload(model_name, version, batch_uri, result, report_url),
+        event_id=deterministic_event_id(DRIFT_CHECKED, model_name, version, batch_fingerprint),
+    )
+
+
+def drift_detected(model_name: str, version: str, batch_uri: str, batch_fingerprint: str, result: Any, report_url: str, persistence: str) -> LifecycleEvent:
+    """Drift held for K of the last N checks: retraining listens to this."""
+    payload = {**_drift_payload(model_name, version, batch_uri, result, report_url), "persistence": persistence}
+    return model_event(
+        DRIFT_DETECTED, model_name, payload,
+        event_id=deterministic_event_id(DRIFT_DETECTED, model_name, version, batch_fingerprint),
+    )
+
+
+def model_degraded(model_name: str, version: str, batch_uri: str, batch_fingerprint: str, performance: Any) -> LifecycleEvent:
+    """The champion scored worse than its registered holdout metric by more than the tolerance."""
+    return model_event(
+        MODEL_DEGRADED,
+        model_name,
+        {
+            "version": str(version),
+            "batch_uri": batch_uri,
+            "metric": performance.metric,
+            "value": float(performance.value),
+            "reference_value": float(performance.reference_value),
+            "tolerance": float(performance.tolerance),
+        },
+        event_id=deterministic_event_id(MODEL_DEGRADED, model_name, version, batch_fingerprint),
+    )

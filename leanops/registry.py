@@ -10,15 +10,28 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from leanops.errors import ModelNotFound, NoChampion, RegistrationFailed
+from leanops import promotion
+from leanops.errors import AliasConflict, ModelNotFound, NoChampion, RegistrationFailed
 from leanops.features import model_input_columns
-from leanops.results import EvalResult, FeatureSet, Lineage, RegistrationResult, TrainResult
+from leanops.results import (
+    AliasChange,
+    Approval,
+    EvalResult,
+    FeatureSet,
+    Lineage,
+    PromotionDecision,
+    RegistrationResult,
+    RollbackCheck,
+    SmokeTestResult,
+    TrainResult,
+)
 from leanops.settings import Settings, get_settings
 from leanops.spec import Spec
 
@@ -343,3 +356,197 @@ def get_model_tags(name: str, settings: Settings | None = None) -> dict[str, str
         return dict(client(settings).get_registered_model(name).tags or {})
     except Exception as exc:  # noqa: BLE001
         raise ModelNotFound(f"no registered model {name!r}") from exc
+
+
+# --- promotion and rollback: resolving versions, smoke tests, alias moves, the audit trail ------
+# Alias moves below must run inside the model's lock (tasks/promote.py): they read the champion,
+# decide what to do from that reading, and write.
+
+
+def _alias_version(name: str, alias: str, settings: Settings | None = None) -> str | None:
+    """The version an alias points at; None only when MLflow says the alias does not exist
+    (any other failure raises, so a flaky read never passes for "no champion")."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client(settings).get_model_version_by_alias(name, alias).version)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+
+
+def resolve_version(name: str, ref: str | None = None, settings: Settings | None = None) -> ModelVersionInfo:
+    """A version given by number or by alias (default: ``challenger``), or a ModelNotFound saying which part is missing."""
+    ref = str(ref or CHALLENGER).strip()
+    if not model_exists(name, settings):
+        raise ModelNotFound(f"no registered model {name!r}")
+    if ref.isdigit():
+        info = get_version(name, ref, settings)
+    else:
+        info = get_alias(name, ref, settings)
+        if info is None:
+            raise ModelNotFound(
+                f"model {name!r} has no alias {ref!r} (never set, or its version was deleted, which removes its aliases)"
+            )
+    if not info.model_uri or not info.run_id:
+        raise ModelNotFound(f"{name} v{info.version} has no run or model to evaluate")
+    return info
+
+
+def load_pyfunc(info: ModelVersionInfo, settings: Settings | None = None) -> Any:
+    """The version as a server loads it (``models:/<name>/<version>``, pyfunc flavour)."""
+    import mlflow.pyfunc
+
+    _activate(settings)
+    return mlflow.pyfunc.load_model(info.model_uri)
+
+
+def load_input_example(info: ModelVersionInfo, settings: Settings | None = None) -> pd.DataFrame | None:
+    """The input example logged with the model (raw model input columns), or None if none was logged."""
+    from mlflow.models import Model
+
+    _activate(settings)
+    example = Model.load(info.model_uri).load_input_example(info.model_uri)
+    return None if example is None else pd.DataFrame(example)
+
+
+def smoke_test(info: ModelVersionInfo, spec: Spec, settings: Settings | None = None) -> SmokeTestResult:
+    """Load the version as served and predict on its input example. A failure is a result, not an error:
+    a model that cannot load or predict fails its promotion gate."""
+    try:
+        model = load_pyfunc(info, settings)
+        example = load_input_example(info, settings)
+    except Exception as exc:  # noqa: BLE001 - whatever breaks loading breaks serving too
+        return SmokeTestResult(info.model_uri, False, 0, f"cannot load: {type(exc).__name__}: {exc}"[:500])
+    if example is None or example.empty:
+        return SmokeTestResult(info.model_uri, False, 0, "no input example was logged with the model")
+    try:
+        predictions = model.predict(example)
+    except Exception as exc:  # noqa: BLE001
+        return SmokeTestResult(info.model_uri, False, len(example), f"cannot predict: {type(exc).__name__}: {exc}"[:500])
+    return promotion.check_predictions(info.model_uri, predictions, len(example), spec)
+
+
+def record_alias_change(change: AliasChange, version_tags: dict[str, str], settings: Settings | None = None) -> None:
+    """Append ``change`` to the model's audit trail and tag the version it concerns."""
+    key, value = promotion.audit_tag(change)
+    set_version_tags(change.model_name, change.version, version_tags, settings)
+    set_model_tags(change.model_name, {key: value}, settings)
+
+
+def _move_champion(name: str, new_version: str, old_version: str | None, settings: Settings | None = None) -> None:
+    # previous-champion first: an interruption between the two writes leaves the old champion
+    # serving with a correct rollback target, never a new champion with a stale one.
+    if old_version is not None:
+        set_alias(name, PREVIOUS_CHAMPION, old_version, settings)
+    set_alias(name, CHAMPION, new_version, settings)
+
+
+def apply_promotion(decision: PromotionDecision, flow_run_url: str = "", settings: Settings | None = None) -> AliasChange:
+    """Apply a (possibly approved) decision against the champion as it is now, and record it.
+
+    Returns the AliasChange: ``promoted`` / ``rejected`` (recorded), ``noop`` (the challenger already is
+    champion) or ``stale`` (the champion changed since the decision: nothing moved, nothing recorded)."""
+    name = decision.model_name
+    champion = _alias_version(name, CHAMPION, settings)
+    previous = _alias_version(name, PREVIOUS_CHAMPION, settings)
+    action = promotion.plan_alias_move(decision, champion)
+    change = promotion.promotion_change(decision, action, champion, previous, flow_run_url)
+    if action in ("noop", "stale"):
+        return change
+    if action == "promoted":
+        get_version(name, decision.challenger_version, settings)  # deleted meanwhile: ModelNotFound, nothing moved
+        _move_champion(name, decision.challenger_version, champion, settings)
+    record_alias_change(change, promotion.decision_tags(decision, change), settings)
+    return change
+
+
+def rollback_candidates(name: str, to_version: str | None = None, settings: Settings | None = None) -> tuple[ModelVersionInfo, ModelVersionInfo]:
+    """(current champion, version to roll back to): ``to_version`` or the ``previous-champion``."""
+    if not model_exists(name, settings):
+        raise ModelNotFound(f"no registered model {name!r}")
+    champion = get_champion(name, settings)
+    if to_version is not None:
+        return champion, get_version(name, str(to_version), settings)
+    previous = get_alias(name, PREVIOUS_CHAMPION, settings)
+    if previous is None:
+        raise ModelNotFound(f"model {name!r} has no {PREVIOUS_CHAMPION!r} to roll back to; pass to_version")
+    return champion, previous
+
+
+def apply_rollback(
+    name: str, expected_champion: str, target: str, check: RollbackCheck | None = None, reason: str = "", by: str = "rollback",
+    flow_run_url: str = "", settings: Settings | None = None,
+) -> AliasChange:
+    """Move ``champion`` to ``target`` (unless ``check`` says the target is not better: ``kept``), drop
+    ``previous-champion`` and record why. Raises AliasConflict if the champion is no longer ``expected_champion``."""
+    champion = _alias_version(name, CHAMPION, settings)
+    previous = _alias_version(name, PREVIOUS_CHAMPION, settings)
+    if champion != str(expected_champion):
+        raise AliasConflict(
+            f"the champion of {name!r} changed to v{champion or 'none'} (expected v{expected_champion}) "
+            "during the rollback; nothing was changed: run it again"
+        )
+    why = promotion.rollback_reason(check, reason)
+    if str(target) == champion:
+        return promotion.rollback_change(name, "noop", str(target), champion, previous, f"v{target} already is the champion", by, flow_run_url)
+    action = "kept" if check is not None and not check.previous_is_better else "rolled_back"
+    change = promotion.rollback_change(name, action, str(target), champion, previous, why, by, flow_run_url)
+    if action == "rolled_back":
+        get_version(name, str(target), settings)
+        set_alias(name, CHAMPION, str(target), settings)
+        if previous is not None:
+            delete_alias(name, PREVIOUS_CHAMPION, settings)
+    record_alias_change(change, promotion.rollback_tags(change), settings)
+    return change
+
+
+def recorded_approval(decision: PromotionDecision, settings: Settings | None = None) -> Approval | None:
+    """A human's earlier answer to this very comparison (challenger, champion, data), or None."""
+    return promotion.approval_from_tags(decision, get_version(decision.model_name, decision.challenger_version, settings).tags)
+
+
+def alias_history(name: str, settings: Settings | None = None) -> list[AliasChange]:
+    """Every recorded promotion, rejection and rollback of the model, oldest first."""
+    tags = get_model_tags(name, settings)
+    return [promotion.change_from_tag(tags[key]) for key in sorted(k for k in tags if k.startswith(promotion.AUDIT_TAG_PREFIX))]
+
+
+# --- monitoring runs ----------------------------------------------------------------------------
+
+
+def log_drift_check(
+    model: str, version: str, batch_uri: str, result: Any, report_html: str, report_json: str, settings: Settings | None = None
+) -> tuple[str, str]:
+    """One MLflow run per drift check (experiment ``leanops/<model>/monitoring``) holding the Evidently
+    report; returns (run id, URL of the report artifact in the MLflow UI)."""
+    import mlflow
+
+    _activate(settings)
+    mlflow_client = client(settings)
+    experiment = mlflow.set_experiment(f"leanops/{model}/monitoring")
+    run = mlflow_client.create_run(
+        experiment.experiment_id,
+        run_name=f"drift-{batch_uri.rsplit('/', 1)[-1]}",
+        tags={"leanops.model": model, "leanops.champion_version": str(version), "leanops.batch_uri": batch_uri,
+              "leanops.drift_status": result.status},
+    )
+    run_id = run.info.run_id
+    try:
+        now_ms = int(time.time() * 1000)
+        metrics = {"drift_share": float(result.drift_share), "n_current": float(result.n_current)}
+        metrics.update({f"drift_{f.name}": float(f.score) for f in result.features if f.score == f.score})
+        if result.prediction_drift_score is not None:
+            metrics["prediction_drift_score"] = float(result.prediction_drift_score)
+        if result.performance is not None:
+            metrics[f"batch_{result.performance.metric}"] = float(result.performance.value)
+        mlflow_client.log_batch(run_id, metrics=[mlflow.entities.Metric(k, v, now_ms, 0) for k, v in metrics.items()])
+        mlflow_client.log_text(run_id, report_html, "drift/report.html")
+        mlflow_client.log_text(run_id, report_json, "drift/report.json")
+        mlflow_client.set_terminated(run_id, "FINISHED")
+    except Exception:
+        mlflow_client.set_terminated(run_id, "FAILED")
+        raise
+    base = run_url(run_id, experiment.experiment_id, settings)
+    return run_id, (f"{base}/artifacts/drift/report.html" if base.startswith("http") else base)

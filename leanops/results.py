@@ -341,3 +341,231 @@ class DriftPersistence:
     checks_considered: int
     drift_checks: int
     persists: bool
+
+
+# --- promotion and rollback ---------------------------------------------------------------------
+
+Verdict = Literal["promote", "reject"]
+AliasAction = Literal["promoted", "rejected", "noop", "stale", "rolled_back", "kept"]
+"""What a promotion or rollback did: ``stale`` means the champion changed while the decision was
+being made (nothing moved, decide again); ``kept`` means a conditional rollback left the champion."""
+
+
+@dataclass(frozen=True)
+class SegmentScore:
+    segment: str
+    n_rows: int
+    value: float | None
+    """The primary metric on the segment's rows; None when it cannot be computed (a single class)."""
+
+
+@dataclass(frozen=True)
+class DatasetScores:
+    """One model's metrics on one evaluation set (``holdout`` or ``batch``)."""
+
+    dataset: str
+    n_rows: int
+    metrics: dict[str, float]
+    segments: tuple[SegmentScore, ...] = ()
+    fingerprint: str = ""
+    """What the data was (the holdout's run id, the batch's content hash): part of the comparison key."""
+
+    def segment(self, name: str) -> SegmentScore | None:
+        return next((s for s in self.segments if s.segment == name), None)
+
+
+@dataclass(frozen=True)
+class SmokeTestResult:
+    """Loading ``models:/<name>/<version>`` as served and predicting on its logged input example."""
+
+    model_uri: str
+    passed: bool
+    n_rows: int = 0
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class LatencyResult:
+    """Batch inference time of the loaded model (median of ``repeats`` timed passes)."""
+
+    n_rows: int
+    seconds: float
+    repeats: int
+
+    @property
+    def ms_per_1k_rows(self) -> float:
+        return 1_000_000.0 * self.seconds / max(self.n_rows, 1)
+
+
+@dataclass(frozen=True)
+class CandidateMetrics:
+    """Everything the promotion gates judge about one model version."""
+
+    name: str
+    version: str
+    scores: tuple[DatasetScores, ...]
+    baseline: dict[str, float] = field(default_factory=dict)
+    """The version's baseline model on its own holdout, as recorded at training."""
+    smoke: SmokeTestResult | None = None
+    latency: LatencyResult | None = None
+
+    def on(self, dataset: str) -> DatasetScores | None:
+        return next((s for s in self.scores if s.dataset == dataset), None)
+
+
+@dataclass(frozen=True)
+class GateResult:
+    """One line of a promotion ledger."""
+
+    gate: str
+    metric: str
+    challenger: float | None
+    champion: float | None
+    threshold: float | None
+    """The value the challenger had to reach (at least for maximised metrics, at most for minimised ones)."""
+    passed: bool
+    detail: str = ""
+    dataset: str = ""
+    skipped: bool = False
+    """Not judged (e.g. a segment with too few rows): never fails a decision."""
+
+    @property
+    def status(self) -> str:
+        return "skipped" if self.skipped else ("pass" if self.passed else "FAIL")
+
+    @property
+    def label(self) -> str:
+        return f"{self.gate}[{self.dataset}]" if self.dataset else self.gate
+
+
+@dataclass(frozen=True)
+class Approval:
+    approved: bool
+    by: str
+    reason: str = ""
+    at: str = ""
+    source: Literal["policy", "human", "timeout", "recorded"] = "policy"
+
+
+@dataclass(frozen=True)
+class PromotionDecision:
+    model_name: str
+    challenger_version: str
+    champion_version: str | None
+    verdict: Verdict
+    """What the gates say; the approval may still turn a ``promote`` into a rejection."""
+    gates: tuple[GateResult, ...]
+    primary_metric: str
+    comparison_key: str
+    """Which versions on which data were compared: a recorded approval applies to this key only."""
+    approval: Approval | None = None
+
+    @property
+    def promote(self) -> bool:
+        return self.verdict == "promote" and self.approval is not None and self.approval.approved
+
+    @property
+    def failed_gates(self) -> tuple[GateResult, ...]:
+        return tuple(g for g in self.gates if not g.passed and not g.skipped)
+
+    @property
+    def reason(self) -> str:
+        if self.failed_gates:
+            return "failed gates: " + "; ".join(f"{g.label} ({g.detail})" if g.detail else g.label for g in self.failed_gates)
+        judged = sum(1 for g in self.gates if not g.skipped)
+        gates = f"all {judged} gates passed"
+        if self.approval is None:
+            return gates
+        verb = "approved" if self.approval.approved else "rejected"
+        why = f": {self.approval.reason}" if self.approval.reason else ""
+        return f"{gates}; {verb} by {self.approval.by}{why}"
+
+    def with_approval(self, approval: Approval) -> "PromotionDecision":
+        from dataclasses import replace
+
+        return replace(self, approval=approval)
+
+    def table(self) -> list[dict[str, Any]]:
+        def fmt(value: float | None) -> float | None:
+            return None if value is None else round(value, 5)
+
+        return [
+            {
+                "gate": g.gate,
+                "data": g.dataset,
+                "metric": g.metric,
+                "challenger": fmt(g.challenger),
+                "champion": fmt(g.champion),
+                "threshold": fmt(g.threshold),
+                "result": g.status,
+                "detail": g.detail,
+            }
+            for g in self.gates
+        ]
+
+    def markdown(self) -> str:
+        against = f"champion v{self.champion_version}" if self.champion_version else "no champion (absolute gates only)"
+        outcome = "PROMOTE" if self.promote else ("REJECT" if self.verdict == "reject" or self.approval else "PROMOTE (awaiting approval)")
+        lines = [
+            f"## {self.model_name}: challenger v{self.challenger_version} vs {against}",
+            "",
+            f"**Decision: {outcome}**: {self.reason}",
+            "",
+            "| gate | data | metric | challenger | champion | threshold | result | detail |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for row in self.table():
+            cells = ["" if row[k] is None else str(row[k]) for k in ("gate", "data", "metric", "challenger", "champion", "threshold", "result", "detail")]
+            if row["result"] == "FAIL":
+                cells[6] = "**FAIL**"
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class AliasChange:
+    """One entry of a model's alias history: a promotion, a rejection or a rollback, and why."""
+
+    model_name: str
+    action: AliasAction
+    version: str
+    """The version judged: the challenger of a promotion, the target of a rollback."""
+    champion_before: str | None
+    champion_after: str | None
+    previous_champion_after: str | None
+    reason: str
+    by: str
+    at: str
+    """ISO 8601 UTC."""
+    flow_run_url: str = ""
+    key: str = ""
+    """Unique, time-ordered id of the entry in the audit trail."""
+
+
+@dataclass(frozen=True)
+class RollbackCheck:
+    """Current vs previous champion on the batch that showed the degradation."""
+
+    metric: str
+    batch_uri: str
+    n_rows: int
+    current_version: str
+    current_value: float
+    previous_version: str
+    previous_value: float
+    previous_is_better: bool
+
+
+@dataclass(frozen=True)
+class MonitorOutcome:
+    """What one drift-monitor run concluded."""
+
+    model: str
+    batch_uri: str
+    status: str
+    """no_champion | ok | drift | inconclusive"""
+    champion_version: str | None = None
+    drift: "DriftResult | None" = None
+    drift_detected: bool = False
+    """Drift held for K of the last N checks: a leanops.drift.detected event was emitted."""
+    degraded: bool = False

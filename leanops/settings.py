@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     worker_health_port: int = 5061
     aws_region: str = "us-east-1"
 
+    # Where drift histories live (s3:// URI or local folder); default: the bucket's monitoring/ prefix.
+    monitoring_root: str | None = None
+
     # Prefect result storage for cached task results (a local folder or a remote block).
     result_storage: str | None = None
 
@@ -81,6 +84,10 @@ class Settings(BaseSettings):
         if self.s3_endpoint_url:
             return self.s3_endpoint_url
         return f"http://{self.host}:{self.s3_port}" if self.s3_use_local_endpoint else None
+
+    @property
+    def resolved_monitoring_root(self) -> str:
+        return self.monitoring_root or f"s3://{self.s3_bucket}/monitoring"
 
     @property
     def resolved_result_storage(self) -> str:

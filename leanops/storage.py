@@ -14,7 +14,6 @@ from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import pandas as pd
 
@@ -36,9 +35,22 @@ def is_s3(uri: str) -> bool:
     return uri.startswith("s3://")
 
 
+_VERSION_MARK = "?versionId="
+
+
 def split_s3_uri(uri: str) -> tuple[str, str]:
-    parsed = urlparse(uri)
-    return parsed.netloc, parsed.path.lstrip("/")
+    """``s3://bucket/key`` -> (bucket, key). Not urlparse: a key may contain '#' or '?'."""
+    bucket, _, key = uri[len("s3://"):].partition("/")
+    return bucket, key.split(_VERSION_MARK, 1)[0]
+
+
+def _object_args(uri: str) -> dict[str, str]:
+    """boto3 arguments naming one object; ``s3://b/k?versionId=v`` pins a version of a versioned bucket."""
+    bucket, key = split_s3_uri(uri)
+    args = {"Bucket": bucket, "Key": key}
+    if _VERSION_MARK in uri:
+        args["VersionId"] = uri.rsplit(_VERSION_MARK, 1)[1]
+    return args
 
 
 def local_path(uri: str) -> Path:
@@ -103,9 +115,8 @@ def _hash_file(path: Path) -> str:
 def stat(uri: str, settings: Settings | None = None) -> ObjectInfo:
     """Size, time and fingerprint of an object without reading it (S3: ETag and version id)."""
     if is_s3(uri):
-        bucket, key = split_s3_uri(uri)
         try:
-            head = s3_client(settings).head_object(Bucket=bucket, Key=key)
+            head = s3_client(settings).head_object(**_object_args(uri))
         except Exception as exc:  # noqa: BLE001 - translated to our error types
             raise _translate_boto_error(uri, exc) from exc
         etag = head.get("ETag", "").strip('"')
@@ -120,9 +131,8 @@ def stat(uri: str, settings: Settings | None = None) -> ObjectInfo:
 
 def read_bytes(uri: str, settings: Settings | None = None) -> bytes:
     if is_s3(uri):
-        bucket, key = split_s3_uri(uri)
         try:
-            return s3_client(settings).get_object(Bucket=bucket, Key=key)["Body"].read()
+            return s3_client(settings).get_object(**_object_args(uri))["Body"].read()
         except Exception as exc:  # noqa: BLE001
             raise _translate_boto_error(uri, exc) from exc
     path = local_path(uri)
@@ -151,7 +161,7 @@ def parse_table(uri: str, data: bytes) -> pd.DataFrame:
     """Bytes to a DataFrame by format (parquet or CSV), with a specific error for bad input."""
     if not data:
         raise BatchReadError(f"{uri}: the file is empty")
-    lowered = uri.lower()
+    lowered = uri.split(_VERSION_MARK, 1)[0].lower()
     try:
         if lowered.endswith(".parquet") or lowered.endswith(".pq"):
             if not data.startswith(_PARQUET_MAGIC):

@@ -1,0 +1,95 @@
+"""The drift-monitor stage logic: which model a landed batch belongs to, and how far it has moved
+from the champion's training reference (features, predictions and, with labels, performance)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from leanops import drift
+from leanops.errors import BatchReadError
+from leanops.features import make_target, model_input_columns, spec_features
+from leanops.modeling import predict_scores, score
+from leanops.results import DriftResult
+from leanops.settings import Settings, get_settings
+from leanops.spec import Spec
+
+
+@dataclass(frozen=True)
+class MonitoringTarget:
+    spec: str
+    batch_uri: str
+
+
+def resolve_target(spec: str, batch_uri: str, bucket: str, key: str, incoming_prefix: str, version_id: str = "") -> MonitoringTarget:
+    """The batch to check and its model. A key ``<incoming_prefix><model>/<file>`` names the model;
+    a version id pins the object version that was announced (versioned buckets)."""
+    uri = batch_uri or (f"s3://{bucket}/{key}" if bucket and key else "")
+    if version_id and uri.startswith("s3://") and "?versionId=" not in uri:
+        uri = f"{uri}?versionId={version_id}"
+    if not uri:
+        raise BatchReadError("no batch to check: pass batch_uri, or bucket and key")
+    if spec:
+        return MonitoringTarget(spec, uri)
+    relative = key[len(incoming_prefix):] if key.startswith(incoming_prefix) else ""
+    if "/" not in relative:
+        raise BatchReadError(
+            f"cannot tell which model {uri} belongs to: expected a key like {incoming_prefix}<model>/<file>, or pass spec"
+        )
+    return MonitoringTarget(relative.split("/", 1)[0], uri)
+
+
+def history_uri(model: str, settings: Settings | None = None) -> str:
+    settings = settings or get_settings()
+    return f"{settings.resolved_monitoring_root.rstrip('/')}/{model}/drift-history.parquet"
+
+
+def sample_rows(frame: pd.DataFrame, cap: int, seed: int) -> pd.DataFrame:
+    """At most ``cap`` rows, reproducibly: scoring a million rows to estimate a distribution is waste."""
+    return frame if len(frame) <= cap else frame.sample(n=cap, random_state=seed).sort_index()
+
+
+@dataclass(frozen=True)
+class Assessment:
+    result: DriftResult
+    reference_features: pd.DataFrame
+    current_features: pd.DataFrame
+    reference_scores: np.ndarray
+    current_scores: np.ndarray
+
+
+def assess_batch(
+    batch: pd.DataFrame,
+    reference: pd.DataFrame,
+    champion_model: Any,
+    champion_metrics: dict[str, float],
+    feature_importance: dict[str, float] | None,
+    spec: Spec,
+) -> Assessment:
+    """Feature drift and prediction drift of a batch against the reference; a performance check when it has labels."""
+    current = sample_rows(batch, spec.drift.sample_cap, spec.drift.seed)
+    inputs = model_input_columns(spec)
+    transform = spec_features(spec)
+    reference_features = transform.transform(reference[inputs])
+    current_features = transform.transform(current[inputs])
+    reference_scores = predict_scores(champion_model, reference[inputs], spec)
+    current_scores = predict_scores(champion_model, current[inputs], spec)
+    result = drift.compute_drift(
+        reference_features, current_features, spec,
+        reference_scores=reference_scores, current_scores=current_scores,
+        feature_importance=feature_importance if spec.drift.weight_by_importance else None,
+    )
+    result = replace(result, n_current=len(batch))
+    primary = spec.metric.primary
+    if spec.target.source in current and primary in champion_metrics and result.status != "inconclusive":
+        target, keep, _ = make_target(current, spec)
+        labelled = keep.to_numpy()
+        if labelled.sum() >= spec.drift.min_rows and target[labelled].nunique() > 1:
+            value = score(target[labelled], current_scores[labelled], spec)[primary]
+            result = result.with_performance(
+                drift.check_performance(primary, value, champion_metrics[primary], spec, n_rows=int(labelled.sum()))
+            )
+    return Assessment(result, reference_features, current_features, reference_scores, current_scores)

@@ -1,0 +1,30 @@
+"""Slack alerts from flows: a task for explicit alerts and a hook for failed runs."""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from leanops.alerts import failure_alert
+from leanops.notify import Alert, Notifier, SendOutcome
+
+
+# No Prefect retries: the notifier retries Slack itself and never raises, so a flaky Slack never fails a flow.
+@task(cache_policy=NO_CACHE, retries=0)
+def send_alert(alert: Alert) -> SendOutcome:
+    return Notifier().send(alert)
+
+
+def alert_on_failure(flow, flow_run, state) -> None:
+    """Flow hook: a failed run (a rejected batch included) tells the team in Slack."""
+    from prefect.settings import PREFECT_UI_URL
+
+    error = None
+    try:
+        state.result()
+    except BaseException as exc:  # noqa: BLE001 - the failure being reported
+        error = exc
+    model = str(flow_run.parameters.get("spec") or flow_run.parameters.get("key") or "leanops")
+    ui = PREFECT_UI_URL.value() or ""
+    run_url = f"{ui}/runs/flow-run/{flow_run.id}" if ui else str(flow_run.id)
+    Notifier().send(failure_alert(model, flow.name, flow_run.name, run_url, error))

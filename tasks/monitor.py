@@ -1,0 +1,70 @@
+"""Stage: drift of a batch against the champion's training reference, its report, history and verdict."""
+
+from __future__ import annotations
+
+from prefect import get_run_logger, task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
+
+from leanops import drift, monitoring, registry
+from leanops.registry import ModelVersionInfo
+from leanops.results import Batch, DriftPersistence, DriftResult, MonitorOutcome
+from leanops.settings import get_settings
+from leanops.spec import Spec
+from tasks._policies import BY_FINGERPRINT, IO_RETRIES, IO_RETRY_DELAYS, IO_RETRY_JITTER, retry_transient_only
+
+_IO = dict(
+    retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS, retry_jitter_factor=IO_RETRY_JITTER, retry_condition_fn=retry_transient_only
+)
+
+
+@task(cache_policy=NO_CACHE, retries=0)
+def resolve_target(spec: str, batch_uri: str, bucket: str, key: str, version_id: str = "") -> monitoring.MonitoringTarget:
+    return monitoring.resolve_target(spec, batch_uri, bucket, key, get_settings().s3_incoming_prefix, version_id)
+
+
+# Cached per (batch, champion, spec, code): re-checking the same batch against the same champion is free.
+@task(cache_policy=BY_FINGERPRINT, persist_result=True, **_IO)
+def compute_drift(batch: Batch, champion: ModelVersionInfo, spec: Spec) -> DriftResult:
+    reference = registry.load_reference_sample(champion)
+    importance = registry.load_feature_importance(champion) if spec.drift.weight_by_importance else None
+    assessment = monitoring.assess_batch(
+        batch.frame, reference, registry.load_model(champion), champion.metrics, importance, spec
+    )
+    result = assessment.result
+    if result.status != "inconclusive":
+        report = drift.build_evidently_report(
+            assessment.reference_features, assessment.current_features, spec,
+            reference_scores=assessment.reference_scores, current_scores=assessment.current_scores,
+        )
+        run_id, report_url = registry.log_drift_check(
+            spec.name, champion.version, batch.uri, result, report.html, report.json_text()
+        )
+        result = result.with_report(report_url, f"runs:/{run_id}/drift/report.json")
+        create_link_artifact(key=f"{spec.name}-drift-report", link=report_url, link_text="Evidently drift report",
+                             description=f"Drift of {batch.uri} against champion v{champion.version}")
+        create_table_artifact(key=f"{spec.name}-drift-features", table=result.table(),
+                              description="Per-feature drift scores (drifted first)")
+    create_markdown_artifact(key=f"{spec.name}-drift-summary", markdown=result.summary_markdown(),
+                             description=f"Drift check of {batch.uri}")
+    get_run_logger().info("drift of %s vs v%s: %s", batch.uri, champion.version, result.reason or result.status)
+    return result
+
+
+@task(cache_policy=NO_CACHE, **_IO)
+def record_drift_check(result: DriftResult, batch: Batch, champion: ModelVersionInfo, spec: Spec) -> DriftPersistence:
+    """Append the check to the model's drift history and say whether drift holds for K of the last N checks."""
+    history = drift.append_history(
+        monitoring.history_uri(spec.name), result, model=spec.name, version=champion.version, batch_uri=batch.uri
+    )
+    persistence = drift.drift_persists(history, model=spec.name, k=spec.drift.persistence_k, n=spec.drift.persistence_n)
+    get_run_logger().info("drift in %d of the last %d conclusive checks", persistence.drift_checks, persistence.checks_considered)
+    return persistence
+
+
+@task(cache_policy=NO_CACHE, retries=0)
+def note_no_champion(spec: Spec, batch_uri: str) -> MonitorOutcome:
+    message = f"No champion for {spec.name} yet: {batch_uri} was not checked for drift (promote a model first)."
+    get_run_logger().warning(message)
+    create_markdown_artifact(key=f"{spec.name}-drift-summary", markdown=f"**{message}**", description="No champion")
+    return MonitorOutcome(model=spec.name, batch_uri=batch_uri, status="no_champion")
