@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 
 demo: setup
-	$(BIN)/python -m leanops.demo
+	$(BIN)/python -m deployments.demo
 
 test: setup
 	$(BIN)/python -m pytest

@@ -550,3 +550,16 @@ def log_drift_check(
         raise
     base = run_url(run_id, experiment.experiment_id, settings)
     return run_id, (f"{base}/artifacts/drift/report.html" if base.startswith("http") else base)
+
+
+def drift_check_metrics(model: str, batch_uri: str, settings: Settings | None = None) -> dict[str, float]:
+    """Metrics of the latest monitoring run for a batch (drift share, per-feature scores, batch metric)."""
+    mlflow_client = client(settings)
+    experiment = mlflow_client.get_experiment_by_name(f"leanops/{model}/monitoring")
+    if experiment is None:
+        return {}
+    runs = mlflow_client.search_runs(
+        [experiment.experiment_id], filter_string=f"tags.`leanops.batch_uri` = '{batch_uri}'",
+        order_by=["attributes.start_time DESC"], max_results=1,
+    )
+    return dict(runs[0].data.metrics) if runs else {}
