@@ -9,13 +9,14 @@ from leanops.results import MonitorOutcome
 from tasks.alert import alert_on_failure, send_alert
 from tasks.evaluate import find_champion
 from tasks.ingest import load_batch
+from tasks.manifest import mark_processed, mark_rejected_batch
 from tasks.monitor import compute_drift, note_no_champion, record_drift_check, resolve_target
 from tasks.publish import publish_event
 from tasks.spec import load_model_spec
 from tasks.validate import validate_batch
 
 
-@flow(name="drift-monitor", log_prints=True, on_failure=[alert_on_failure])
+@flow(name="drift-monitor", log_prints=True, on_failure=[alert_on_failure, mark_rejected_batch])
 def drift_monitor(spec: str = "", batch_uri: str = "", bucket: str = "", key: str = "", version_id: str = "") -> MonitorOutcome:
     """Check one batch (``batch_uri``, or ``bucket`` + ``key`` [+ ``version_id``] from an S3 event) for drift.
 
@@ -25,7 +26,9 @@ def drift_monitor(spec: str = "", batch_uri: str = "", bucket: str = "", key: st
     model_spec = load_model_spec(target.spec)
     champion = find_champion(model_spec)
     if champion is None:
-        return note_no_champion(model_spec, target.batch_uri)
+        outcome = note_no_champion(model_spec, target.batch_uri)
+        mark_processed(outcome)
+        return outcome
     batch = load_batch(target.batch_uri, model_spec)
     validate_batch(batch, model_spec)
     result = compute_drift(batch, champion, model_spec)
@@ -40,9 +43,11 @@ def drift_monitor(spec: str = "", batch_uri: str = "", bucket: str = "", key: st
     if result.performance_degraded:
         publish_event(events.model_degraded(model_spec.name, champion.version, batch.uri, batch.fingerprint, result.performance))
         send_alert(alerts.degraded_alert(model_spec.name, champion.version, batch.uri, result))
-    return MonitorOutcome(
+    outcome = MonitorOutcome(
         model_spec.name, batch.uri, result.status, champion.version, result, detected, result.performance_degraded
     )
+    mark_processed(outcome)
+    return outcome
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ class ObjectInfo:
     size: int
     last_modified: datetime | None
     fingerprint: str
+    # S3's ETag (quotes stripped); "" for local files. A listing and a HEAD agree on it, versioned or not.
+    etag: str = ""
 
 
 def is_s3(uri: str) -> bool:
@@ -121,7 +123,7 @@ def stat(uri: str, settings: Settings | None = None) -> ObjectInfo:
             raise _translate_boto_error(uri, exc) from exc
         etag = head.get("ETag", "").strip('"')
         version = head.get("VersionId") or ""
-        return ObjectInfo(uri, head["ContentLength"], head.get("LastModified"), _hash_bytes(f"{etag}:{version}".encode()))
+        return ObjectInfo(uri, head["ContentLength"], head.get("LastModified"), _hash_bytes(f"{etag}:{version}".encode()), etag)
     path = local_path(uri)
     if not path.exists():
         raise BatchReadError(f"{uri}: no such file")
@@ -202,8 +204,9 @@ def list_objects(prefix_uri: str, suffix: str = "", settings: Settings | None = 
             for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
                 for item in page.get("Contents", []):
                     if item["Key"].endswith(suffix):
-                        fp = _hash_bytes(f"{item.get('ETag', '').strip(chr(34))}:".encode())
-                        found.append(ObjectInfo(f"s3://{bucket}/{item['Key']}", item["Size"], item.get("LastModified"), fp))
+                        etag = item.get("ETag", "").strip('"')
+                        fp = _hash_bytes(f"{etag}:".encode())
+                        found.append(ObjectInfo(f"s3://{bucket}/{item['Key']}", item["Size"], item.get("LastModified"), fp, etag))
         except Exception as exc:  # noqa: BLE001
             raise _translate_boto_error(prefix_uri, exc) from exc
         return sorted(found, key=lambda o: o.uri)

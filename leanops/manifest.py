@@ -1,0 +1,123 @@
+"""Which landed batches a drift check has processed, and which ones none has: the reconciliation's manifest.
+
+A lost S3 notification must only delay work. The drift-monitor flow marks every batch it finished
+(whatever the outcome: ok, drift, inconclusive, no champion, or rejected for good); the hourly
+reconciliation lists the incoming prefix, subtracts the marked objects and announces the rest again.
+
+The manifest is one small JSON marker per processed object under ``<monitoring root>/processed/``,
+named by a hash of the object's URI and ETag, never one shared table: drift checks run side by side,
+and a read-modify-write of one file would lose marks (each lost mark re-runs a batch). A put is
+atomic, a marker is written once, and reading the manifest is one listing of marker names.
+
+Re-announcing is safe only because of the markers: Prefect forgets an event id after 30 minutes
+(an in-memory cache of the trigger service, also lost on a server restart), so the same id
+announced an hour later would start a second run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta, timezone
+
+from leanops import storage
+from leanops.errors import BatchReadError
+from leanops.settings import Settings, get_settings
+
+_MARKER_SUFFIX = ".json"
+
+
+@dataclass(frozen=True)
+class ProcessedMark:
+    uri: str
+    """The object without a version pin: what a listing of the incoming prefix shows."""
+    identity: str
+    """What a listing says the object's content is: its ETag (S3) or content hash (local files)."""
+    model: str
+    status: str
+    processed_at: str
+    flow_run_id: str = ""
+
+
+def manifest_root(settings: Settings | None = None) -> str:
+    settings = settings or get_settings()
+    return f"{settings.resolved_monitoring_root.rstrip('/')}/processed"
+
+
+def unversioned(uri: str) -> str:
+    return uri.split("?versionId=", 1)[0]
+
+
+def identity_of(info: storage.ObjectInfo) -> str:
+    # Not ObjectInfo.fingerprint: for S3 it mixes in the version id, which a listing does not show.
+    return info.etag or info.fingerprint
+
+
+def marker_name(uri: str, identity: str) -> str:
+    digest = hashlib.sha256(f"{unversioned(uri)}|{identity}".encode()).hexdigest()[:32]
+    return digest + _MARKER_SUFFIX
+
+
+def mark_processed(batch_uri: str, model: str, status: str, flow_run_id: str = "", settings: Settings | None = None) -> ProcessedMark | None:
+    """Record that ``batch_uri`` (one object, optionally version-pinned) was processed; None for a
+    prefix (a window of batches checked together is no landed object a listing would show).
+
+    The identity comes from the object as it is now (one HEAD): a version pin reads that version's
+    ETag; without one, an overwrite during the check is marked instead of the checked content, and
+    the overwrite's own notification still starts its own check.
+    """
+    if batch_uri.endswith("/"):
+        return None
+    info = storage.stat(batch_uri, settings)
+    mark = ProcessedMark(
+        uri=unversioned(batch_uri), identity=identity_of(info), model=model, status=status,
+        processed_at=datetime.now(timezone.utc).isoformat(), flow_run_id=flow_run_id,
+    )
+    target = f"{manifest_root(settings)}/{marker_name(mark.uri, mark.identity)}"
+    storage.write_bytes(target, json.dumps(asdict(mark), sort_keys=True).encode(), settings)
+    return mark
+
+
+def processed_markers(settings: Settings | None = None) -> frozenset[str]:
+    """Names of every marker in the manifest (one listing; bodies are not read)."""
+    listed = storage.list_objects(manifest_root(settings) + "/", suffix=_MARKER_SUFFIX, settings=settings)
+    return frozenset(info.uri.rsplit("/", 1)[1] for info in listed)
+
+
+def read_mark(uri: str, identity: str, settings: Settings | None = None) -> ProcessedMark | None:
+    target = f"{manifest_root(settings)}/{marker_name(uri, identity)}"
+    try:
+        data = storage.read_bytes(target, settings)
+    except BatchReadError:  # no marker: not processed
+        return None
+    return ProcessedMark(**json.loads(data))
+
+
+def unprocessed(
+    objects: Iterable[storage.ObjectInfo], markers: frozenset[str], min_age: timedelta, now: datetime | None = None
+) -> list[storage.ObjectInfo]:
+    """Objects no check has marked, oldest first, leaving out those younger than ``min_age``:
+    their notification may still be on its way, or their check still running."""
+    now = now or datetime.now(timezone.utc)
+    waiting = [
+        info for info in objects
+        if marker_name(info.uri, identity_of(info)) not in markers and now - _landed(info, now) >= min_age
+    ]
+    return sorted(waiting, key=lambda o: (_landed(o, now), o.uri))
+
+
+def _landed(info: storage.ObjectInfo, now: datetime) -> datetime:
+    if info.last_modified is None:
+        return datetime.min.replace(tzinfo=timezone.utc)  # unknown age: old enough (a lost batch costs more than a re-check)
+    # Local files carry naive local times; S3 gives aware UTC ones.
+    return info.last_modified.astimezone(timezone.utc)
+
+
+def find_unprocessed(
+    prefix_uri: str, suffix: str, min_age: timedelta, settings: Settings | None = None
+) -> list[storage.ObjectInfo]:
+    """The landed objects under ``prefix_uri`` that no check has processed (and are at least ``min_age`` old)."""
+    objects = storage.list_objects(prefix_uri, suffix=suffix, settings=settings)
+    return unprocessed(objects, processed_markers(settings), min_age)

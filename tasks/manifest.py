@@ -1,0 +1,80 @@
+"""Stage: the manifest of processed batches (leanops.manifest) and the reconciliation that reads it."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from uuid import UUID
+
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.events import emit_event
+from prefect.runtime import flow_run as current_flow_run
+
+from leanops import events, manifest, monitoring, storage
+from leanops.errors import NEVER_RETRY
+from leanops.manifest import ProcessedMark
+from leanops.results import MonitorOutcome
+from leanops.settings import get_settings
+from tasks._policies import IO_RETRIES, IO_RETRY_DELAYS, IO_RETRY_JITTER, retry_transient_only
+
+_IO = dict(
+    retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS, retry_jitter_factor=IO_RETRY_JITTER, retry_condition_fn=retry_transient_only
+)
+
+
+@task(cache_policy=NO_CACHE, **_IO)
+def mark_processed(outcome: MonitorOutcome) -> ProcessedMark | None:
+    """Record that this run processed its batch, so the reconciliation never announces it again."""
+    mark = manifest.mark_processed(outcome.batch_uri, outcome.model, outcome.status, str(current_flow_run.id or ""))
+    if mark is None:
+        get_run_logger().info("%s is a window of batches, not one landed object: nothing to mark", outcome.batch_uri)
+    else:
+        get_run_logger().info("%s marked processed (%s)", outcome.batch_uri, outcome.status)
+    return mark
+
+
+def mark_rejected_batch(flow, flow_run, state) -> None:
+    """Flow hook: a batch that failed for good (unreadable, contract broken, no spec for its model) counts
+    as processed, or the reconciliation would re-run it, and alert, every hour. A transient failure
+    (an outage that outlasted the retries) stays unmarked: the reconciliation retries it later."""
+    try:
+        state.result()
+    except NEVER_RETRY as exc:
+        error = exc
+    except BaseException:  # noqa: BLE001 - transient or unknown: leave it for the reconciliation
+        return
+    else:
+        return
+    log = logging.getLogger("leanops.manifest")
+    params = flow_run.parameters
+    try:
+        target = monitoring.resolve_target(
+            params.get("spec", ""), params.get("batch_uri", ""), params.get("bucket", ""), params.get("key", ""),
+            get_settings().s3_incoming_prefix, params.get("version_id", ""),
+        )
+        manifest.mark_processed(target.batch_uri, target.spec, f"rejected: {type(error).__name__}", str(flow_run.id))
+    except Exception as exc:  # noqa: BLE001 - a hook must not raise; unmarked, the batch is re-checked later
+        log.warning("could not mark the rejected batch of run %s as processed: %s", flow_run.name, exc)
+        return
+    log.info("%s marked processed (rejected: %s)", target.batch_uri, type(error).__name__)
+
+
+@task(cache_policy=NO_CACHE, **_IO)
+def find_unprocessed_batches(prefix_uri: str, suffix: str, min_age_minutes: float) -> list[storage.ObjectInfo]:
+    waiting = manifest.find_unprocessed(prefix_uri, suffix, timedelta(minutes=min_age_minutes))
+    get_run_logger().info("%d landed batches under %s not processed yet", len(waiting), prefix_uri)
+    return waiting
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
+def announce_batches(objects: list[storage.ObjectInfo]) -> list[str]:
+    """Emit leanops.batch.landed for each object, with the id the bridge derives from the same object."""
+    announced = []
+    for info in objects:
+        bucket, key = storage.split_s3_uri(info.uri)
+        landed = events.batch_landed(bucket, key, None, None, info.size, info.etag)
+        emit_event(event=landed.event, resource=landed.resource, payload=landed.payload, id=UUID(landed.event_id))
+        announced.append(info.uri)
+    get_run_logger().info("announced %d batches: %s", len(announced), ", ".join(announced[:20]))
+    return announced
