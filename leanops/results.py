@@ -505,11 +505,11 @@ class PromotionDecision:
 
     def markdown(self) -> str:
         against = f"champion v{self.champion_version}" if self.champion_version else "no champion (absolute gates only)"
-        outcome = "PROMOTE" if self.promote else ("REJECT" if self.verdict == "reject" or self.approval else "PROMOTE (awaiting approval)")
+        gates = "PASS: promote" if self.verdict == "promote" else "FAIL: reject"
         lines = [
             f"## {self.model_name}: challenger v{self.challenger_version} vs {against}",
             "",
-            f"**Decision: {outcome}**: {self.reason}",
+            f"**Gates: {gates}**. {self.reason}",
             "",
             "| gate | data | metric | challenger | champion | threshold | result | detail |",
             "|---|---|---|---|---|---|---|---|",

@@ -1,0 +1,27 @@
+"""history: who was champion of a model when, and why, from the registry's audit trail.
+
+    python -m flows.history --spec flights-delay
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from leanops import promotion
+from leanops.results import AliasChange
+from tasks.promote import read_alias_history
+from tasks.spec import load_model_spec
+
+
+@flow(name="alias-history", log_prints=True)
+def history(spec: str = "flights-delay") -> list[AliasChange]:
+    """Print every promotion, rejection and rollback of the model, oldest first."""
+    changes = read_alias_history(load_model_spec(spec))
+    print(promotion.format_history(changes))
+    return changes
+
+
+if __name__ == "__main__":
+    from flows._cli import run_from_command_line
+
+    run_from_command_line(history)

@@ -1,0 +1,87 @@
+"""promote: judge a challenger against the champion on the same data, ask a person if the spec says
+so, then move the aliases (with an audit trail) or record the rejection."""
+
+from __future__ import annotations
+
+import math
+
+from prefect import flow, pause_flow_run, runtime
+from prefect.exceptions import FlowPauseTimeout
+from prefect.input import RunInput
+
+from leanops import promotion
+from leanops.errors import AliasConflict
+from leanops.results import AliasChange, Approval, PromotionDecision
+from leanops.spec import Spec
+from tasks.alert import send_alert
+from tasks.evaluate import find_champion
+from tasks.ingest import load_batch
+from tasks.promote import (
+    already_champion, apply_decision, approval_of, decide_promotion, evaluate_candidates, remember_approval,
+    resolve_challenger, smoke_test_version,
+)
+from tasks.publish import publish_event
+from tasks.spec import load_model_spec
+from tasks.validate import validate_batch
+
+# A decision goes stale when another promotion moves the champion first; decide again, a few times at most.
+MAX_ROUNDS = 3
+
+
+class ApprovalInput(RunInput):
+    """The form behind the Prefect UI's Resume button."""
+
+    approve: bool = False
+    reason: str = ""
+    approver: str = ""
+
+
+@flow(name="promote", log_prints=True)
+def promote(spec: str = "flights-delay", version: str | None = None, batch_uri: str | None = None, approval: str | None = None) -> AliasChange:
+    """Promote ``version`` (default: the ``challenger`` alias) of the model described by ``spec`` if it passes its gates."""
+    model_spec = load_model_spec(spec)
+    mode = promotion.approval_mode(model_spec.promotion, approval)
+    challenger = resolve_challenger(model_spec, version)
+    batch = load_batch(batch_uri, model_spec) if batch_uri else None
+    if batch is not None:
+        validate_batch(batch, model_spec)
+    smoke = smoke_test_version(model_spec, challenger)
+    for _ in range(MAX_ROUNDS):
+        champion = find_champion(model_spec)
+        if champion is not None and champion.version == challenger.version:
+            return already_champion(challenger)
+        decision = decide_promotion(model_spec, *evaluate_candidates(model_spec, challenger, champion, batch), smoke)
+        if decision.verdict == "promote":
+            decision = decision.with_approval(approval_of(decision, mode) or wait_for_approval(decision, model_spec))
+        change = apply_decision(model_spec, decision)
+        if change.action != "stale":
+            break
+    else:
+        raise AliasConflict(f"the champion of {model_spec.name} changed during each of {MAX_ROUNDS} decisions; nothing was moved")
+    event = promotion.outcome_event(decision, change)
+    if event is not None:
+        publish_event(event)
+    alert = promotion.decision_alert(decision, change)
+    if alert is not None:
+        send_alert(alert)
+    return change
+
+
+def wait_for_approval(decision: PromotionDecision, model_spec: Spec) -> Approval:
+    """Pause this run until someone answers the form (Slack links to it); no answer in time is a rejection.
+    Must run in the flow itself: a task cannot pause its flow run."""
+    timeout = model_spec.promotion.approval_timeout_seconds
+    send_alert(promotion.approval_request_alert(decision, runtime.flow_run.ui_url or "", timeout))
+    form = ApprovalInput.with_initial_data(description=decision.markdown(), approve=False)
+    try:
+        answer = pause_flow_run(wait_for_input=form, timeout=math.ceil(timeout), poll_interval=1)
+    except FlowPauseTimeout:
+        # The server ends this run Failed ("never resumed") once it finishes; the rejection is recorded first.
+        return promotion.timeout_approval(timeout)
+    return remember_approval(decision, promotion.human_approval(answer.approve, answer.approver, answer.reason))
+
+
+if __name__ == "__main__":
+    from flows._cli import run_from_command_line
+
+    run_from_command_line(promote)

@@ -1,0 +1,41 @@
+"""rollback: move the champion back to previous-champion (or a given version), with an audit trail,
+an event and a Slack message. Given the degrading batch, only if the previous champion scores better on it."""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from leanops import promotion
+from leanops.results import AliasChange
+from tasks.alert import send_alert
+from tasks.ingest import load_batch
+from tasks.promote import apply_rollback, compare_on_batch, find_rollback_candidates
+from tasks.publish import publish_event
+from tasks.spec import load_model_spec
+from tasks.validate import validate_batch
+
+
+@flow(name="rollback", log_prints=True)
+def rollback(spec: str = "flights-delay", to_version: str | None = None, batch_uri: str | None = None, reason: str = "") -> AliasChange:
+    """Roll the champion of ``spec`` back; with ``batch_uri``, only if the target scores better on that batch ("kept" otherwise)."""
+    model_spec = load_model_spec(spec)
+    current, target = find_rollback_candidates(model_spec, to_version)
+    check = None
+    if batch_uri:
+        batch = load_batch(batch_uri, model_spec)
+        validate_batch(batch, model_spec)
+        check = compare_on_batch(model_spec, current, target, batch)
+    change = apply_rollback(model_spec, current, target, check, reason)
+    event = promotion.rollback_event(change, batch_uri)
+    if event is not None:
+        publish_event(event)
+    alert = promotion.rollback_alert(change)
+    if alert is not None:
+        send_alert(alert)
+    return change
+
+
+if __name__ == "__main__":
+    from flows._cli import run_from_command_line
+
+    run_from_command_line(rollback)

@@ -1,0 +1,363 @@
+"""promotion.decide and its helpers, alone: no registry, no Prefect."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from leanops import promotion
+from leanops.results import (
+    AliasChange,
+    Approval,
+    CandidateMetrics,
+    DatasetScores,
+    LatencyResult,
+    SegmentScore,
+    SmokeTestResult,
+)
+from leanops.spec import GuardrailSpec, MetricSpec, PromotionSpec
+
+AUC = MetricSpec(primary="roc_auc", guardrails=[GuardrailSpec(name="log_loss", tolerance=0.01)])
+RMSE = MetricSpec(primary="rmse", guardrails=[GuardrailSpec(name="mae", tolerance=0.5)])
+LENIENT = PromotionSpec(must_beat_baseline=True, min_primary=None)
+
+
+def candidate(
+    version: str,
+    auc: float = 0.70,
+    log_loss: float = 0.50,
+    baseline_auc: float = 0.60,
+    segments: tuple[SegmentScore, ...] = (),
+    batch: dict[str, float] | None = None,
+    smoke: bool | None = True,
+    ms_per_1k: float = 5.0,
+    holdout_fingerprint: str = "run-1",
+) -> CandidateMetrics:
+    scores = [DatasetScores("holdout", 1000, {"roc_auc": auc, "log_loss": log_loss, "pr_auc": 0.4}, segments, holdout_fingerprint)]
+    if batch is not None:
+        scores.append(DatasetScores("batch", 800, batch, (), "batch-fp"))
+    return CandidateMetrics(
+        name="flights",
+        version=version,
+        scores=tuple(scores),
+        baseline={"roc_auc": baseline_auc, "log_loss": 0.6},
+        smoke=None if smoke is None else SmokeTestResult(f"models:/flights/{version}", smoke, 5, "ok" if smoke else "load failed"),
+        latency=LatencyResult(n_rows=1000, seconds=ms_per_1k / 1000.0, repeats=3),
+    )
+
+
+def failed(decision) -> set[str]:
+    return {g.label for g in decision.failed_gates}
+
+
+def gate(decision, label: str):
+    return next(g for g in decision.gates if g.label == label)
+
+
+# --- verdicts -------------------------------------------------------------------------------------
+
+
+def test_a_better_challenger_passes_every_gate():
+    decision = promotion.decide(candidate("2", auc=0.72, log_loss=0.49), candidate("1", auc=0.70), LENIENT, AUC)
+    assert decision.verdict == "promote"
+    assert decision.failed_gates == ()
+    assert decision.champion_version == "1"
+    improvement = gate(decision, "primary_improvement[holdout]")
+    assert (improvement.challenger, improvement.champion, improvement.passed) == (0.72, 0.70, True)
+
+
+def test_a_worse_challenger_is_rejected_and_the_failing_gate_is_named():
+    decision = promotion.decide(candidate("2", auc=0.68), candidate("1", auc=0.70), LENIENT, AUC)
+    assert decision.verdict == "reject"
+    assert failed(decision) == {"primary_improvement[holdout]"}
+    assert "primary_improvement[holdout]" in decision.reason
+
+
+def test_a_tie_is_not_an_improvement():
+    decision = promotion.decide(candidate("2", auc=0.70), candidate("1", auc=0.70), LENIENT, AUC)
+    assert failed(decision) == {"primary_improvement[holdout]"}
+
+
+def test_without_a_champion_the_absolute_gates_alone_decide():
+    policy = PromotionSpec(min_primary=0.65, must_beat_baseline=True)
+    decision = promotion.decide(candidate("1", auc=0.70), None, policy, AUC)
+    assert decision.verdict == "promote"
+    assert decision.champion_version is None
+    assert {g.gate for g in decision.gates} == {"smoke_test", "latency", "min_primary", "beats_baseline"}
+
+
+def test_without_a_champion_a_challenger_below_the_floor_is_rejected():
+    decision = promotion.decide(candidate("1", auc=0.62), None, PromotionSpec(min_primary=0.65), AUC)
+    assert failed(decision) == {"min_primary[holdout]"}
+    assert gate(decision, "min_primary[holdout]").threshold == 0.65
+
+
+def test_a_challenger_that_does_not_beat_its_baseline_is_rejected():
+    decision = promotion.decide(candidate("1", auc=0.61, baseline_auc=0.63), None, LENIENT, AUC)
+    assert failed(decision) == {"beats_baseline[holdout]"}
+
+
+def test_the_baseline_gate_can_be_switched_off():
+    decision = promotion.decide(candidate("1", auc=0.61, baseline_auc=0.63), None, PromotionSpec(must_beat_baseline=False), AUC)
+    assert decision.verdict == "promote"
+    assert "beats_baseline" not in {g.gate for g in decision.gates}
+
+
+def test_a_missing_baseline_fails_the_gate_rather_than_passing_silently():
+    challenger = candidate("1")
+    challenger = CandidateMetrics(challenger.name, challenger.version, challenger.scores, {}, challenger.smoke, challenger.latency)
+    decision = promotion.decide(challenger, None, LENIENT, AUC)
+    assert failed(decision) == {"beats_baseline[holdout]"}
+
+
+# --- margins and guardrails -----------------------------------------------------------------------
+
+
+def test_the_absolute_margin_is_required():
+    policy = PromotionSpec(min_improvement_abs=0.01)
+    assert promotion.decide(candidate("2", auc=0.705), candidate("1", auc=0.70), policy, AUC).verdict == "reject"
+    passing = promotion.decide(candidate("2", auc=0.711), candidate("1", auc=0.70), policy, AUC)
+    assert passing.verdict == "promote"
+    assert gate(passing, "primary_improvement[holdout]").threshold == pytest.approx(0.71)
+
+
+def test_the_relative_margin_scales_with_the_champion():
+    policy = PromotionSpec(min_improvement_rel=0.01)  # 1% of 0.70 = 0.007
+    assert failed(promotion.decide(candidate("2", auc=0.705), candidate("1", auc=0.70), policy, AUC)) == {"primary_improvement[holdout]"}
+    assert promotion.decide(candidate("2", auc=0.708), candidate("1", auc=0.70), policy, AUC).verdict == "promote"
+
+
+def test_the_larger_of_both_margins_applies():
+    policy = PromotionSpec(min_improvement_abs=0.002, min_improvement_rel=0.02)  # 0.014 on 0.70
+    decision = promotion.decide(candidate("2", auc=0.71), candidate("1", auc=0.70), policy, AUC)
+    assert gate(decision, "primary_improvement[holdout]").threshold == pytest.approx(0.714)
+    assert decision.verdict == "reject"
+
+
+def test_a_guardrail_may_regress_within_its_tolerance_only():
+    champion = candidate("1", auc=0.70, log_loss=0.50)
+    within = promotion.decide(candidate("2", auc=0.72, log_loss=0.509), champion, LENIENT, AUC)
+    assert within.verdict == "promote"
+    at_the_edge = promotion.decide(candidate("2", auc=0.72, log_loss=0.51), champion, LENIENT, AUC)
+    assert at_the_edge.verdict == "promote"
+    beyond = promotion.decide(candidate("2", auc=0.72, log_loss=0.52), champion, LENIENT, AUC)
+    assert failed(beyond) == {"guardrail[holdout]"}
+    line = gate(beyond, "guardrail[holdout]")
+    assert (line.metric, line.threshold) == ("log_loss", pytest.approx(0.51))
+
+
+def test_minimised_metrics_count_lower_as_better():
+    def reg(version, rmse, mae, baseline_rmse=20.0):
+        return CandidateMetrics(
+            "delays", version, (DatasetScores("holdout", 500, {"rmse": rmse, "mae": mae, "r2": 0.1}, (), "fp"),),
+            {"rmse": baseline_rmse}, SmokeTestResult("m", True, 5, "ok"), LatencyResult(500, 0.001, 3),
+        )
+
+    policy = PromotionSpec(min_primary=15.0, min_improvement_abs=0.1)
+    better = promotion.decide(reg("2", rmse=12.0, mae=8.2), reg("1", rmse=12.5, mae=8.0), policy, RMSE)
+    assert better.verdict == "promote"
+    assert gate(better, "primary_improvement[holdout]").threshold == pytest.approx(12.4)
+    assert gate(better, "min_primary[holdout]").passed
+    worse = promotion.decide(reg("2", rmse=12.6, mae=7.0), reg("1", rmse=12.5, mae=8.0), policy, RMSE)
+    assert failed(worse) == {"primary_improvement[holdout]"}
+    too_high = promotion.decide(reg("1", rmse=16.0, mae=9.0), None, policy, RMSE)
+    assert failed(too_high) == {"min_primary[holdout]"}
+    mae_regressed = promotion.decide(reg("2", rmse=12.0, mae=8.6), reg("1", rmse=12.5, mae=8.0), policy, RMSE)
+    assert failed(mae_regressed) == {"guardrail[holdout]"}
+    loses_to_baseline = promotion.decide(reg("1", rmse=14.0, mae=9.0, baseline_rmse=13.0), None, policy, RMSE)
+    assert failed(loses_to_baseline) == {"beats_baseline[holdout]"}
+
+
+# --- segments, fresh batch, technical gates ---------------------------------------------------------
+
+
+def test_no_segment_may_be_worse_than_the_tolerance():
+    policy = PromotionSpec(segment_column="origin", segment_tolerance=0.03, segment_min_rows=200)
+    champion = candidate("1", auc=0.70, segments=(SegmentScore("EWR", 400, 0.70), SegmentScore("JFK", 400, 0.70), SegmentScore("LGA", 150, 0.70)))
+    challenger = candidate("2", auc=0.72, segments=(SegmentScore("EWR", 400, 0.75), SegmentScore("JFK", 400, 0.66), SegmentScore("LGA", 150, 0.50)))
+    decision = promotion.decide(challenger, champion, policy, AUC)
+    assert failed(decision) == {"segment origin=JFK[holdout]"}
+    lga = gate(decision, "segment origin=LGA[holdout]")
+    assert lga.skipped and lga.status == "skipped" and "150 rows" in lga.detail
+    assert gate(decision, "segment origin=EWR[holdout]").passed
+
+
+def test_a_segment_without_a_defined_metric_is_skipped_not_failed():
+    policy = PromotionSpec(segment_column="origin", segment_min_rows=10)
+    champion = candidate("1", segments=(SegmentScore("EWR", 50, None),))
+    challenger = candidate("2", auc=0.75, segments=(SegmentScore("EWR", 50, None),))
+    decision = promotion.decide(challenger, champion, policy, AUC)
+    assert decision.verdict == "promote"
+    assert gate(decision, "segment origin=EWR[holdout]").skipped
+
+
+def test_a_fresh_batch_is_judged_as_well_as_the_holdout():
+    champion = candidate("1", auc=0.70, batch={"roc_auc": 0.69, "log_loss": 0.5, "pr_auc": 0.4})
+    challenger = candidate("2", auc=0.72, batch={"roc_auc": 0.67, "log_loss": 0.5, "pr_auc": 0.4})
+    decision = promotion.decide(challenger, champion, LENIENT, AUC)
+    assert failed(decision) == {"primary_improvement[batch]"}
+    assert gate(decision, "primary_improvement[holdout]").passed
+
+
+def test_a_failed_or_missing_smoke_test_rejects():
+    assert failed(promotion.decide(candidate("2", auc=0.75, smoke=False), candidate("1"), LENIENT, AUC)) == {"smoke_test"}
+    assert failed(promotion.decide(candidate("2", auc=0.75, smoke=None), candidate("1"), LENIENT, AUC)) == {"smoke_test"}
+
+
+def test_the_latency_budget_applies_even_without_a_champion():
+    decision = promotion.decide(candidate("1", ms_per_1k=900.0), None, PromotionSpec(latency_budget_ms_per_1k_rows=500), AUC)
+    assert failed(decision) == {"latency"}
+    assert gate(decision, "latency").challenger == pytest.approx(900.0)
+
+
+# --- approvals, alias moves, audit ----------------------------------------------------------------
+
+
+def test_a_decision_promotes_only_once_approved():
+    decision = promotion.decide(candidate("2", auc=0.72), candidate("1"), LENIENT, AUC)
+    assert decision.verdict == "promote" and not decision.promote
+    assert decision.with_approval(Approval(True, "ana", "looks good", source="human")).promote
+    rejected = decision.with_approval(Approval(False, "ana", "wait for Monday", source="human"))
+    assert not rejected.promote
+    assert "rejected by ana: wait for Monday" in rejected.reason
+
+
+def test_a_recorded_human_answer_applies_to_the_same_comparison_only():
+    champion = candidate("1")
+    decision = promotion.decide(candidate("2", auc=0.72), champion, LENIENT, AUC)
+    approved = decision.with_approval(Approval(True, "ana", "ok", "2024-01-01T00:00:00+00:00", source="human"))
+    change = promotion.promotion_change(approved, "promoted", "1", None)
+    tags = promotion.decision_tags(approved, change)
+    recorded = promotion.approval_from_tags(decision, tags)
+    assert recorded == Approval(True, "ana", "ok", "2024-01-01T00:00:00+00:00", source="recorded")
+    other_data = promotion.decide(candidate("2", auc=0.72, holdout_fingerprint="run-9"), champion, LENIENT, AUC)
+    other_champion = promotion.decide(candidate("2", auc=0.72), candidate("3"), LENIENT, AUC)
+    assert promotion.approval_from_tags(other_data, tags) is None
+    assert promotion.approval_from_tags(other_champion, tags) is None
+
+
+def test_policy_and_timeout_answers_are_not_recorded_as_human_answers():
+    decision = promotion.decide(candidate("2", auc=0.72), candidate("1"), LENIENT, AUC)
+    for approval in (promotion.policy_approval(decision), promotion.timeout_approval(60)):
+        tags = promotion.decision_tags(decision.with_approval(approval), promotion.promotion_change(decision, "rejected", "1", None))
+        assert promotion.approval_tag_key(decision) not in tags
+    assert promotion.timeout_approval(60).approved is False
+
+
+def test_applying_a_decision_depends_on_the_champion_at_the_moment_of_the_swap():
+    decision = promotion.decide(candidate("2", auc=0.72), candidate("1"), LENIENT, AUC)
+    approved = decision.with_approval(promotion.policy_approval(decision))
+    assert promotion.plan_alias_move(approved, "1") == "promoted"
+    assert promotion.plan_alias_move(approved, "3") == "stale"
+    assert promotion.plan_alias_move(approved, None) == "stale"
+    assert promotion.plan_alias_move(approved, "2") == "noop"
+    assert promotion.plan_alias_move(decision, "1") == "rejected"  # never approved
+    first = promotion.decide(candidate("1"), None, LENIENT, AUC)
+    assert promotion.plan_alias_move(first.with_approval(promotion.policy_approval(first)), None) == "promoted"
+
+
+def test_a_promotion_moves_the_old_champion_to_previous_champion():
+    decision = promotion.decide(candidate("2", auc=0.72), candidate("1"), LENIENT, AUC)
+    approved = decision.with_approval(promotion.policy_approval(decision))
+    change = promotion.promotion_change(approved, "promoted", "1", "0", "http://ui/run")
+    assert (change.champion_after, change.previous_champion_after, change.by) == ("2", "1", "policy:auto")
+    rejected = promotion.promotion_change(decision, "rejected", "1", "0")
+    assert (rejected.champion_after, rejected.previous_champion_after) == ("1", "0")
+    key, value = promotion.audit_tag(change)
+    assert key.startswith(promotion.AUDIT_TAG_PREFIX)
+    assert promotion.change_from_tag(value) == change
+    ledger = json.loads(promotion.decision_tags(approved, change)[promotion.LEDGER_TAG])
+    assert {row["gate"] for row in ledger} >= {"smoke_test", "latency", "primary_improvement", "guardrail"}
+
+
+def test_audit_keys_sort_in_time_order_and_never_collide():
+    keys = [promotion.audit_key() for _ in range(200)]
+    assert len(set(keys)) == 200
+    assert [k.split("-")[0] for k in keys] == sorted(k.split("-")[0] for k in keys)
+
+
+def test_the_ledger_reads_as_markdown_and_as_text():
+    decision = promotion.decide(candidate("2", auc=0.68), candidate("1"), LENIENT, AUC)
+    markdown = decision.markdown()
+    assert "**FAIL**" in markdown and "champion v1" in markdown and "Gates: FAIL: reject" in markdown
+    text = promotion.ledger_text(decision)
+    assert "primary_improvement" in text and "FAIL" in text
+
+
+def test_history_lists_who_was_champion_when_and_why():
+    entries = [
+        AliasChange("m", "promoted", "1", None, "1", None, "all 4 gates passed", "policy:auto", "2024-01-01T00:00:00+00:00"),
+        AliasChange("m", "promoted", "2", "1", "2", "1", "all 9 gates passed; approved by ana", "ana", "2024-02-01T00:00:00+00:00"),
+        AliasChange("m", "rolled_back", "1", "2", "1", None, "degraded on july", "rollback", "2024-03-01T00:00:00+00:00"),
+    ]
+    text = promotion.format_history(entries).splitlines()
+    assert len(text) == 4
+    assert "v1 -> v2" in text[2] and "approved by ana" in text[2]
+    assert "rolled_back" in text[3] and "degraded on july" in text[3]
+    assert promotion.format_history([]) == "no alias changes recorded"
+
+
+def test_rollback_check_follows_the_metric_direction():
+    cur = DatasetScores("batch", 900, {"rmse": 14.0}, ())
+    prev = DatasetScores("batch", 900, {"rmse": 13.0}, ())
+    check = promotion.rollback_check(cur, prev, "3", "2", RMSE, "s3://b/july.parquet")
+    assert check.previous_is_better
+    assert not promotion.rollback_check(prev, cur, "3", "2", RMSE, "s3://b/july.parquet").previous_is_better
+    assert "v2 scores rmse 13.0000 vs v3 14.0000: better" in promotion.rollback_reason(check, "")
+
+
+# --- scoring real predictions -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_model(flights_small, spec):
+    from leanops import features, modeling
+    from leanops.results import Batch
+
+    feature_set = features.build_feature_set(Batch("mem://flights", "fp", flights_small), spec)
+    trained = modeling.fit_models(feature_set, spec, {"n_estimators": 20, "max_depth": 3})
+    return trained.model, feature_set
+
+
+def test_scores_per_segment_use_the_training_metrics(small_model, spec, flights_small):
+    model, feature_set = small_model
+    holdout = feature_set.X_holdout.assign(**{spec.target.name: feature_set.y_holdout.to_numpy()})
+    data = promotion.holdout_data(holdout, spec, "run-x")
+    metrics = promotion.candidate_metrics("m", "1", model, [data], spec, baseline={"roc_auc": 0.5}, latency_repeats=2)
+    scores = metrics.on("holdout")
+    assert scores.n_rows == len(holdout)
+    assert {s.segment for s in scores.segments} == set(holdout["origin"].unique())
+    assert sum(s.n_rows for s in scores.segments) == len(holdout)
+    from leanops import modeling
+
+    expected = modeling.score(feature_set.y_holdout, modeling.predict_scores(model, feature_set.X_holdout, spec), spec)
+    assert scores.metrics == expected
+    assert metrics.latency.n_rows == len(holdout) and metrics.latency.ms_per_1k_rows > 0
+
+
+def test_a_fresh_batch_drops_rows_without_a_target_like_training(spec):
+    from leanops import datasets
+
+    batch = datasets.flights_sample([7], rows_per_month=600, seed=3)
+    data = promotion.batch_data(batch, spec, "fp")
+    assert len(data.X) == int(batch["dep_delay"].notna().sum())
+    assert list(data.X.columns) == promotion.model_input_columns(spec)
+
+
+def test_a_missing_segment_column_is_a_clear_error(small_model, spec):
+    from leanops.errors import SpecError
+
+    model, feature_set = small_model
+    data = promotion.EvalData("holdout", feature_set.X_holdout.drop(columns=["origin"]), feature_set.y_holdout, "fp")
+    with pytest.raises(SpecError, match="segment_column 'origin'"):
+        promotion.score_dataset(model, data, spec)
+
+
+def test_smoke_check_of_predictions(spec):
+    ok = promotion.check_predictions("models:/m/1", np.array([[0.9, 0.1], [0.2, 0.8]]), 2, spec)
+    assert ok.passed
+    assert not promotion.check_predictions("models:/m/1", np.array([[0.9, 0.1]]), 2, spec).passed
+    assert not promotion.check_predictions("models:/m/1", np.array([[np.nan, 0.1], [0.2, 0.8]]), 2, spec).passed
+    assert not promotion.check_predictions("models:/m/1", np.array([[1.5, -0.5], [0.2, 0.8]]), 2, spec).passed
