@@ -160,7 +160,7 @@ def test_trial_batches_run_as_prefect_tasks_on_a_dask_cluster(spec, features, pr
     storage = f"journal:{tmp_path / 'dask.log'}"
     runner = DaskTaskRunner(
         cluster_class="distributed.LocalCluster",
-        cluster_kwargs={"n_workers": 2, "threads_per_worker": 1, "processes": True, "dashboard_address": None},
+        cluster_kwargs={"n_workers": 2, "threads_per_worker": 1, "processes": True, "dashboard_address": ":0"},
     )
 
     @flow(task_runner=runner)
@@ -184,7 +184,7 @@ def test_a_study_is_logged_to_one_mlflow_run_that_a_resume_updates(spec, feature
     from leanops._study_logging import REPORT_ARTIFACT, STUDY_TAG, TRIALS_ARTIFACT, log_study
 
     storage = f"journal:{tmp_path / 'logged.log'}"
-    first = log_study(tuning.tune(*_split(features), spec, study_name="logged", storage=storage, n_trials=3), spec)
+    first = log_study(tuning.tune(*_split(features), spec, study_name="logged", storage=storage, n_trials=3, report=False), spec)
     resumed = log_study(tuning.tune(*_split(features), spec, study_name="logged", storage=storage, n_trials=5), spec)
 
     client = MlflowClient(mlflow_server)
@@ -200,3 +200,23 @@ def test_a_study_is_logged_to_one_mlflow_run_that_a_resume_updates(spec, feature
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "tuning")}
     assert {TRIALS_ARTIFACT, REPORT_ARTIFACT} <= artifacts
     assert resumed.report_uris["report"] == f"runs:/{run.info.run_id}/{REPORT_ARTIFACT}"
+
+
+def test_tune_params_task_is_cached_across_runs_by_data_and_spec(spec, features, prefect_server, tmp_path):
+    from prefect import flow
+
+    from tasks.tune import tune_params
+
+    spec = spec.model_copy(update={"tuning": spec.tuning.model_copy(update={"n_trials": 3})})
+    storage = f"journal:{tmp_path / 'task.log'}"
+
+    @flow
+    def tune_once():
+        state = tune_params(features, spec, storage, return_state=True)
+        return state.name, state.result()
+
+    (first_state, first), (second_state, second) = tune_once(), tune_once()
+
+    assert (first_state, second_state) == ("Completed", "Cached")
+    assert second.best_params == first.best_params
+    assert len(_trial_states(storage, first.study_name)) == 3
