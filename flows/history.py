@@ -16,8 +16,9 @@ from tasks.spec import load_model_spec
 @flow(name="alias-history", log_prints=True)
 def history(spec: str = "flights-delay") -> list[AliasChange]:
     """Print every promotion, rejection and rollback of the model, oldest first."""
-    changes = read_alias_history(load_model_spec(spec))
-    print(promotion.format_history(changes))
+    model_spec = load_model_spec(spec)
+    changes = read_alias_history(model_spec)
+    print(f"alias history of {model_spec.registered_model_name}:\n{promotion.format_history(changes)}")
     return changes
 
 

@@ -74,7 +74,8 @@ def wait_for_approval(decision: PromotionDecision, model_spec: Spec) -> Approval
     send_alert(promotion.approval_request_alert(decision, runtime.flow_run.ui_url or "", timeout))
     form = ApprovalInput.with_initial_data(description=decision.markdown(), approve=False)
     try:
-        answer = pause_flow_run(wait_for_input=form, timeout=math.ceil(timeout), poll_interval=1)
+        # Each poll is an API call: every second for short waits (resumes within ~1 s), every 5 s for long ones.
+        answer = pause_flow_run(wait_for_input=form, timeout=math.ceil(timeout), poll_interval=1 if timeout <= 300 else 5)
     except FlowPauseTimeout:
         # The server ends this run Failed ("never resumed") once it finishes; the rejection is recorded first.
         return promotion.timeout_approval(timeout)

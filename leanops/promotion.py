@@ -356,6 +356,12 @@ def plan_alias_move(decision: PromotionDecision, current_champion: str | None) -
     return "promoted" if decision.promote else "rejected"
 
 
+def trail_explains(history: list[AliasChange], champion: str | None) -> bool:
+    """Whether the last alias move in the audit trail put the current champion in place."""
+    moves = [c for c in history if c.action in ("promoted", "rolled_back")]
+    return (moves[-1].champion_after if moves else None) == champion
+
+
 def audit_key(at: datetime | None = None) -> str:
     """Sorts in time order; the random suffix keeps two entries of the same microsecond apart."""
     moment = (at or datetime.now(timezone.utc)).astimezone(timezone.utc)
@@ -494,9 +500,12 @@ def format_history(changes: list[AliasChange]) -> str:
     if not changes:
         return "no alias changes recorded"
     rows = [("when (UTC)", "action", "version", "champion", "previous-champion", "by", "why")]
+    def v(version: str | None) -> str:
+        return f"v{version}" if version else "none"
+
     for c in changes:
-        champion = f"v{c.champion_before or '-'} -> v{c.champion_after or '-'}" if c.champion_before != c.champion_after else f"v{c.champion_after or '-'}"
-        rows.append((c.at, c.action, f"v{c.version}", champion, f"v{c.previous_champion_after}" if c.previous_champion_after else "-", c.by, c.reason))
+        champion = f"{v(c.champion_before)} -> {v(c.champion_after)}" if c.champion_before != c.champion_after else v(c.champion_after)
+        rows.append((c.at, c.action, v(c.version), champion, v(c.previous_champion_after), c.by, c.reason))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1] for row in rows)
 

@@ -452,6 +452,11 @@ def apply_promotion(decision: PromotionDecision, flow_run_url: str = "", setting
     champion = _alias_version(name, CHAMPION, settings)
     previous = _alias_version(name, PREVIOUS_CHAMPION, settings)
     action = promotion.plan_alias_move(decision, champion)
+    if action == "noop" and decision.promote and previous == decision.champion_version \
+            and not promotion.trail_explains(alias_history(name, settings), champion):
+        # An earlier attempt of this very decision moved the aliases but failed before recording it
+        # (the task retried): apply it again (the same writes) and record it, so the trail misses no move.
+        action, champion = "promoted", decision.champion_version
     change = promotion.promotion_change(decision, action, champion, previous, flow_run_url)
     if action in ("noop", "stale"):
         return change

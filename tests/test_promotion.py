@@ -272,6 +272,16 @@ def test_a_promotion_moves_the_old_champion_to_previous_champion():
     assert {row["gate"] for row in ledger} >= {"smoke_test", "latency", "primary_improvement", "guardrail"}
 
 
+def test_the_trail_explains_the_champion_when_its_last_move_put_it_there():
+    first = AliasChange("m", "promoted", "1", None, "1", None, "", "auto", "t1")
+    second = AliasChange("m", "promoted", "2", "1", "2", "1", "", "auto", "t2")
+    rejected = AliasChange("m", "rejected", "3", "2", "2", "1", "", "gates", "t3")
+    assert promotion.trail_explains([], None)
+    assert promotion.trail_explains([first, second, rejected], "2")
+    assert not promotion.trail_explains([first], "2")  # moved to v2 but never recorded
+    assert not promotion.trail_explains([], "1")
+
+
 def test_audit_keys_sort_in_time_order_and_never_collide():
     keys = [promotion.audit_key() for _ in range(200)]
     assert len(set(keys)) == 200

@@ -294,20 +294,30 @@ def test_racing_promotions_end_with_one_champion_a_correct_previous_champion_and
     assert aliases(name) == (promoted[-1].version, promoted[-1].champion_before)
 
 
-def test_a_decision_made_against_another_champion_moves_nothing(sources, tmp_path):
+def test_applying_a_decision_checks_the_champion_of_the_moment(sources, tmp_path):
     from leanops.results import Approval, PromotionDecision
 
     from flows.promote import promote
 
     name, (weak, strong) = new_model(sources, "weak", "strong")
     promote(spec=spec_file(tmp_path, name, "relaxed", **RELAXED), version=weak)
-    judged_without_champion = PromotionDecision(
-        name, strong, None, "promote", (), "roc_auc", "key", Approval(True, "policy:auto", source="policy")
-    )
-    change = registry.apply_promotion(judged_without_champion)
-    assert change.action == "stale"
+    auto = Approval(True, "policy:auto", source="policy")
+
+    # Judged when there was no champion; there is one now: nothing moves, nothing is recorded.
+    stale = registry.apply_promotion(PromotionDecision(name, strong, None, "promote", (), "roc_auc", "k1", auto))
+    assert stale.action == "stale"
     assert aliases(name) == (weak, None)
     assert len(registry.alias_history(name)) == 1
+
+    # An attempt that moved the aliases and died before recording: its retry records the move once.
+    decision = PromotionDecision(name, strong, weak, "promote", (), "roc_auc", "k2", auto)
+    registry.set_alias(name, registry.PREVIOUS_CHAMPION, weak)
+    registry.set_alias(name, registry.CHAMPION, strong)
+    recovered = registry.apply_promotion(decision)
+    assert (recovered.action, recovered.champion_before, recovered.previous_champion_after) == ("promoted", weak, weak)
+    assert registry.apply_promotion(decision).action == "noop"
+    assert [c.action for c in registry.alias_history(name)] == ["promoted", "promoted"]
+    assert aliases(name) == (strong, weak)
 
 
 # --- bad input ------------------------------------------------------------------------------------
