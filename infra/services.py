@@ -85,7 +85,8 @@ def mlflow_server(home: Path, host: str, port: int, artifacts_destination: str |
         health_url=f"http://{host}:{port}/health",
         # First start migrates a fresh SQLite database: ~18 s idle, several times that on a busy machine.
         startup_timeout=240.0,
-        env={"MLFLOW_ENABLE_WORKSPACES": "false"},
+        # MLflow 3 also starts a job runner and two task queues (GenAI jobs); leanops uses none of them.
+        env={"MLFLOW_ENABLE_WORKSPACES": "false", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
     )
 
 
