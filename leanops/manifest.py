@@ -95,15 +95,31 @@ def read_mark(uri: str, identity: str, settings: Settings | None = None) -> Proc
     return ProcessedMark(**json.loads(data))
 
 
+def checked_uri(parameters: dict) -> str:
+    """The object a drift-monitor run was asked to check, from its parameters (no version pin)."""
+    uri = parameters.get("batch_uri") or ""
+    if not uri and parameters.get("bucket") and parameters.get("key"):
+        uri = f"s3://{parameters['bucket']}/{parameters['key']}"
+    return unversioned(uri)
+
+
 def unprocessed(
-    objects: Iterable[storage.ObjectInfo], markers: frozenset[str], min_age: timedelta, now: datetime | None = None
+    objects: Iterable[storage.ObjectInfo],
+    markers: frozenset[str],
+    min_age: timedelta,
+    now: datetime | None = None,
+    in_flight: Iterable[str] = (),
 ) -> list[storage.ObjectInfo]:
-    """Objects no check has marked, oldest first, leaving out those younger than ``min_age``:
-    their notification may still be on its way, or their check still running."""
+    """Objects no check has marked, oldest first, leaving out those younger than ``min_age`` (their
+    notification may still be on its way) and those a run not yet finished is about to check
+    (``in_flight``: URIs of scheduled, pending or running checks, e.g. a backlog while workers are down)."""
     now = now or datetime.now(timezone.utc)
+    busy = {unversioned(uri) for uri in in_flight}
     waiting = [
         info for info in objects
-        if marker_name(info.uri, identity_of(info)) not in markers and now - _landed(info, now) >= min_age
+        if marker_name(info.uri, identity_of(info)) not in markers
+        and info.uri not in busy
+        and now - _landed(info, now) >= min_age
     ]
     return sorted(waiting, key=lambda o: (_landed(o, now), o.uri))
 
@@ -115,9 +131,17 @@ def _landed(info: storage.ObjectInfo, now: datetime) -> datetime:
     return info.last_modified.astimezone(timezone.utc)
 
 
+def incoming_uri(prefix: str = "", settings: Settings | None = None) -> str:
+    """Where batches land: ``prefix`` (a URI, or a key prefix in the bucket), default the incoming prefix."""
+    settings = settings or get_settings()
+    if "://" in prefix:
+        return prefix
+    return f"s3://{settings.s3_bucket}/{prefix or settings.s3_incoming_prefix}"
+
+
 def find_unprocessed(
-    prefix_uri: str, suffix: str, min_age: timedelta, settings: Settings | None = None
+    prefix_uri: str, suffix: str, min_age: timedelta, in_flight: Iterable[str] = (), settings: Settings | None = None
 ) -> list[storage.ObjectInfo]:
-    """The landed objects under ``prefix_uri`` that no check has processed (and are at least ``min_age`` old)."""
+    """The landed objects under ``prefix_uri`` that no check has processed or is about to (and at least ``min_age`` old)."""
     objects = storage.list_objects(prefix_uri, suffix=suffix, settings=settings)
-    return unprocessed(objects, processed_markers(settings), min_age)
+    return unprocessed(objects, processed_markers(settings), min_age, in_flight=in_flight)

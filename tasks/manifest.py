@@ -6,7 +6,11 @@ import logging
 from datetime import timedelta
 from uuid import UUID
 
-from prefect import get_run_logger, task
+from prefect import get_client, get_run_logger, task
+from prefect.client.schemas.filters import (
+    FlowFilter, FlowFilterName, FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType,
+)
+from prefect.client.schemas.objects import StateType
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
 from prefect.runtime import flow_run as current_flow_run
@@ -60,11 +64,42 @@ def mark_rejected_batch(flow, flow_run, state) -> None:
     log.info("%s marked processed (rejected: %s)", target.batch_uri, type(error).__name__)
 
 
+# Runs that exist but have not finished: a check is coming for their batch (e.g. a backlog while no worker runs).
+_UNFINISHED = [StateType.SCHEDULED, StateType.PENDING, StateType.RUNNING, StateType.PAUSED]
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=2)
+def find_checks_in_flight(flow_name: str = "drift-monitor") -> list[str]:
+    """URIs of the batches that unfinished runs of ``flow_name`` will check."""
+    uris: list[str] = []
+    page = 200
+    with get_client(sync_client=True) as client:
+        for offset in range(0, 100_000, page):
+            runs = client.read_flow_runs(
+                flow_filter=FlowFilter(name=FlowFilterName(any_=[flow_name])),
+                flow_run_filter=FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=_UNFINISHED))),
+                limit=page, offset=offset,
+            )
+            uris.extend(filter(None, (manifest.checked_uri(run.parameters) for run in runs)))
+            if len(runs) < page:
+                break
+    get_run_logger().info("%d batch checks scheduled or running", len(uris))
+    return uris
+
+
 @task(cache_policy=NO_CACHE, **_IO)
-def find_unprocessed_batches(prefix_uri: str, suffix: str, min_age_minutes: float) -> list[storage.ObjectInfo]:
-    waiting = manifest.find_unprocessed(prefix_uri, suffix, timedelta(minutes=min_age_minutes))
-    get_run_logger().info("%d landed batches under %s not processed yet", len(waiting), prefix_uri)
-    return waiting
+def find_unprocessed_batches(prefix: str, min_age_minutes: float, in_flight: list[str], limit: int) -> list[storage.ObjectInfo]:
+    """Landed objects no check has processed or is about to, oldest first, at most ``limit``."""
+    settings = get_settings()
+    prefix_uri = manifest.incoming_uri(prefix, settings)
+    waiting = manifest.find_unprocessed(
+        prefix_uri, settings.s3_incoming_suffix, timedelta(minutes=min_age_minutes), in_flight, settings
+    )
+    get_run_logger().info(
+        "%d landed batches under %s not processed%s", len(waiting), prefix_uri,
+        f"; announcing the oldest {limit}" if len(waiting) > limit else "",
+    )
+    return waiting[:limit]
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)

@@ -60,3 +60,55 @@ def spec_copy(tmp_path: Path, name: str, **overrides) -> Path:
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+def sample_drift_result(status: str = "drift"):
+    """A DriftResult as a check of a drifted batch reports it (for event payloads; no data needed)."""
+    from leanops.results import DriftResult
+
+    return DriftResult(
+        status=status, n_reference=4000, n_current=3000, n_reference_sampled=4000, n_current_sampled=3000,
+        features=(), drift_share=0.5, dataset_drift_share=0.3, dataset_drift=status == "drift",
+        drifted_features=("dest", "temp"), prediction_drift=True,
+    )
+
+
+def sample_lifecycle_events(model: str = "flights-delay", bucket: str = "leanops") -> dict:
+    """One event of each kind a prefect.yaml trigger listens to, built by leanops.events as flows build them."""
+    from leanops import events
+    from leanops.results import PerformanceCheck
+
+    batch_uri = f"s3://{bucket}/incoming/{model}/2013 07 été.parquet"
+    degraded = PerformanceCheck("roc_auc", 0.61, 0.70, "maximize", 0.05, True, 3000)
+    return {
+        events.BATCH_LANDED: events.batch_landed(bucket, f"incoming/{model}/2013 07 été.parquet", "v1", "0055AED6", 1234, "0a1b2c"),
+        events.DRIFT_DETECTED: events.drift_detected(model, "3", batch_uri, "fp", sample_drift_result(), "http://mlflow/r", "1 of the last 1 checks"),
+        events.MODEL_REGISTERED: events.model_registered(model, "4", "run-1", batch_uri, "roc_auc", 0.7),
+        events.MODEL_DEGRADED: events.model_degraded(model, "3", batch_uri, "fp", degraded),
+    }
+
+
+def wait_for(condition, what: str, deadline: float = 30.0, interval: float = 0.2):
+    """Poll ``condition`` until it returns something truthy (returned); fail after ``deadline`` seconds."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        value = condition()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {deadline:.0f} s waiting for {what}")
+
+
+def s3_notification(bucket: str, key: str) -> str:
+    """A notification body as S3 sends it to SQS (key URL-encoded, one record, fresh ETag and sequencer)."""
+    import json
+    import uuid
+    from urllib.parse import quote_plus
+
+    return json.dumps({"Records": [{
+        "eventVersion": "2.1", "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+        "eventTime": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
+        "s3": {"bucket": {"name": bucket}, "object": {
+            "key": quote_plus(key), "size": 10, "eTag": uuid.uuid4().hex, "sequencer": uuid.uuid4().hex[:16].upper(),
+        }},
+    }]})

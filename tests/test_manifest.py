@@ -37,7 +37,7 @@ def test_a_processed_batch_is_no_longer_waiting(local):
     mark = manifest.mark_processed(first, "flights-delay", "no_champion", "run-1", settings)
 
     assert mark.status == "no_champion" and mark.flow_run_id == "run-1"
-    waiting = manifest.find_unprocessed(str(landed) + "/", ".parquet", timedelta(minutes=5), settings)
+    waiting = manifest.find_unprocessed(str(landed) + "/", ".parquet", timedelta(minutes=5), settings=settings)
     assert [o.uri for o in waiting] == [second]
     assert manifest.read_mark(first, mark.identity, settings) == mark
 
@@ -49,7 +49,7 @@ def test_new_content_under_a_processed_key_waits_again(local):
 
     land(landed, "2013-07.parquet", b"PAR1 july, corrected")
 
-    waiting = manifest.find_unprocessed(str(landed) + "/", ".parquet", timedelta(minutes=5), settings)
+    waiting = manifest.find_unprocessed(str(landed) + "/", ".parquet", timedelta(minutes=5), settings=settings)
     assert [o.uri for o in waiting] == [uri]
 
 
@@ -58,7 +58,7 @@ def test_young_objects_wait_for_their_own_notification(local):
     land(landed, "old.parquet", b"PAR1 old", age_minutes=30)
     land(landed, "fresh.parquet", b"PAR1 fresh", age_minutes=1)
 
-    waiting = manifest.find_unprocessed(str(landed) + "/", ".parquet", timedelta(minutes=10), settings)
+    waiting = manifest.find_unprocessed(str(landed) + "/", ".parquet", timedelta(minutes=10), settings=settings)
 
     assert [os.path.basename(o.uri) for o in waiting] == ["old.parquet"]
 
@@ -82,3 +82,23 @@ def test_unprocessed_orders_oldest_first_and_ignores_version_pins():
     waiting = manifest.unprocessed(objects, markers, timedelta(minutes=15), now)
 
     assert [o.uri.rsplit("/", 1)[1] for o in waiting] == ["a.parquet", "b.parquet"]
+
+
+def test_checks_still_in_flight_are_not_announced_twice():
+    now = datetime(2024, 5, 1, 12, tzinfo=timezone.utc)
+    objects = [
+        storage.ObjectInfo("s3://b/incoming/m/queued.parquet", 10, now - timedelta(hours=2), "fp-q", "etag-q"),
+        storage.ObjectInfo("s3://b/incoming/m/lost.parquet", 10, now - timedelta(hours=2), "fp-l", "etag-l"),
+    ]
+    # A run the bridge's event created, still waiting for a worker, names the object by bucket and key.
+    in_flight = [manifest.checked_uri({"bucket": "b", "key": "incoming/m/queued.parquet", "version_id": ""})]
+
+    waiting = manifest.unprocessed(objects, frozenset(), timedelta(minutes=15), now, in_flight=in_flight)
+
+    assert [o.uri for o in waiting] == ["s3://b/incoming/m/lost.parquet"]
+
+
+def test_checked_uri_reads_either_parameter_shape():
+    assert manifest.checked_uri({"batch_uri": "s3://b/k.parquet?versionId=3"}) == "s3://b/k.parquet"
+    assert manifest.checked_uri({"bucket": "b", "key": "k 1.parquet", "batch_uri": ""}) == "s3://b/k 1.parquet"
+    assert manifest.checked_uri({"spec": "m"}) == ""

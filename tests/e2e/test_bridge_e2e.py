@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -14,6 +13,7 @@ import pytest
 
 from leanops import storage
 from leanops.events import BATCH_LANDED
+from support import s3_notification, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -30,16 +30,6 @@ def landed_events(api_url: str, resource_id: str) -> list[dict]:
     return answer.json()["events"]
 
 
-def wait_for(condition, what: str, deadline: float = DEADLINE):
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {deadline:.0f} s waiting for {what}")
-
-
 def drained(queue_url: str) -> bool:
     return storage.queue_counts(queue_url) == (0, 0)
 
@@ -54,19 +44,6 @@ def settled_events(api_url: str, resource_id: str, queue_url: str) -> list[dict]
 
 def unique_key(stem: str) -> str:
     return f"incoming/{stem} {uuid.uuid4().hex[:8]} été.parquet"
-
-
-def notification(bucket: str, key: str) -> str:
-    """A notification body as S3 sends it (key URL-encoded, one record)."""
-    from urllib.parse import quote_plus
-
-    return json.dumps({"Records": [{
-        "eventVersion": "2.1", "eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
-        "eventTime": time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime()),
-        "s3": {"bucket": {"name": bucket}, "object": {
-            "key": quote_plus(key), "size": 10, "eTag": uuid.uuid4().hex, "sequencer": uuid.uuid4().hex[:16].upper(),
-        }},
-    }]})
 
 
 def test_an_object_put_in_s3_becomes_exactly_one_event(s3_bridge, prefect_server, settings):
@@ -100,7 +77,7 @@ def test_objects_outside_the_prefix_or_suffix_give_no_event(s3_bridge, prefect_s
 def test_five_deliveries_of_one_notification_give_one_event(s3_bridge, prefect_server, settings):
     queue_url, _ = s3_bridge
     key = unique_key("redelivered")
-    body = notification(settings.s3_bucket, key)
+    body = s3_notification(settings.s3_bucket, key)
 
     for _ in range(5):
         storage.send_message(queue_url, body, settings)
@@ -147,7 +124,7 @@ def test_a_bridge_killed_between_receive_and_post_loses_nothing(private_queues, 
     queue_url, env = private_queues
     key = unique_key("survives a crash")
     uri = f"s3://{settings.s3_bucket}/{key}"
-    storage.send_message(queue_url, notification(settings.s3_bucket, key), settings)
+    storage.send_message(queue_url, s3_notification(settings.s3_bucket, key), settings)
     bridge = [sys.executable, "-m", "deployments.s3_bridge"]
 
     crashed = subprocess.run([*bridge, "--once", "--fault", "kill-after-receive"], env=env, capture_output=True, text=True, timeout=120)
@@ -170,7 +147,7 @@ def test_the_lambda_handler_posts_events_and_reports_failed_records(prefect_serv
 
     key = unique_key("via lambda")
     records = [
-        {"eventSource": "aws:sqs", "messageId": "good", "body": notification(settings.s3_bucket, key)},
+        {"eventSource": "aws:sqs", "messageId": "good", "body": s3_notification(settings.s3_bucket, key)},
         {"eventSource": "aws:sqs", "messageId": "junk", "body": "{"},
     ]
 
@@ -183,7 +160,7 @@ def test_the_lambda_handler_posts_events_and_reports_failed_records(prefect_serv
 def test_the_lambda_handler_reports_an_unreachable_prefect_as_a_failed_record(settings):
     from deployments.lambda_handler import handler
 
-    body = notification(settings.s3_bucket, unique_key("nowhere"))
+    body = s3_notification(settings.s3_bucket, unique_key("nowhere"))
     closed_port = "http://127.0.0.1:9/api"  # discard port: nothing listens
 
     answer = handler({"Records": [{"eventSource": "aws:sqs", "messageId": "m", "body": body}]}, None, {"PREFECT_API_URL": closed_port})

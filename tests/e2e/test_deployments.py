@@ -1,0 +1,277 @@
+"""prefect.yaml deployed with `prefect deploy --all` to a real Prefect server, fed by the S3 bridge (moto's
+S3 + SQS) and run by a real process worker: triggers, deduplication, the drift storm, the CLI, reconciliation.
+
+One deploy and one worker for the module. Tests that only count runs come first, before the worker
+starts, and delete the runs they made so no worker ever executes them.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from datetime import datetime, timezone
+from pathlib import Path
+
+import httpx
+import pytest
+
+from leanops import datasets, events, manifest, registry, storage
+from leanops.bridge import event_document
+from support import s3_notification, sample_drift_result, spec_copy, task_run_states, wait_for
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+NAMES = (
+    "retrain/weekly", "retrain/on-drift", "drift-monitor/on-new-batch", "promote/on-new-challenger",
+    "rollback/manual", "rollback/on-degraded", "reconcile/hourly",
+)
+TRIGGERED = {
+    "retrain/on-drift": events.DRIFT_DETECTED,
+    "drift-monitor/on-new-batch": events.BATCH_LANDED,
+    "promote/on-new-challenger": events.MODEL_REGISTERED,
+    "rollback/on-degraded": events.MODEL_DEGRADED,
+}
+# After the first run shows, how long we keep looking for a second one (trigger -> run takes ~0.1 s).
+SETTLE = 3.0
+TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
+UID = uuid.uuid4().hex[:6]
+STORM, SECOND, WEEKLY, LANDED = f"storm-{UID}", f"second-{UID}", f"weekly-{UID}", f"landed-{UID}"
+# Small but real: 2,000 flights and 60 trees train in a second or two. The flights spec's one-minute
+# cooldown (tuned for the demo) could lapse mid-test on a busy machine: an hour here.
+SMALL_MODEL = {"model__params__n_estimators": 60, "retrain_window__cooldown_minutes": 60}
+
+
+# --- helpers ---------------------------------------------------------------------------------------
+
+
+def api_call(api: str, method: str, path: str, body=None) -> httpx.Response:
+    response = httpx.request(method, f"{api}{path}", json=body, timeout=15)
+    response.raise_for_status()
+    return response
+
+
+def runs_of(api: str, deployment_id: str, **parameters) -> list[dict]:
+    """Flow runs of a deployment whose parameters include ``parameters``."""
+    body = {"flow_runs": {"deployment_id": {"any_": [deployment_id]}}, "limit": 200}
+    runs = api_call(api, "POST", "/flow_runs/filter", body).json()
+    return [r for r in runs if all(r["parameters"].get(k) == v for k, v in parameters.items())]
+
+
+def settled_runs(api: str, deployment_id: str, timeout: float = 30.0, **parameters) -> list[dict]:
+    wait_for(lambda: runs_of(api, deployment_id, **parameters), f"a run with {parameters}", timeout)
+    time.sleep(SETTLE)
+    return runs_of(api, deployment_id, **parameters)
+
+
+def finished_runs(api: str, deployment_id: str, timeout: float, **parameters) -> list[dict]:
+    def all_finished():
+        runs = runs_of(api, deployment_id, **parameters)
+        return runs if runs and all(r["state_type"] in TERMINAL for r in runs) else None
+
+    return wait_for(all_finished, f"runs with {parameters} to finish", timeout)
+
+
+def automations_of(api: str, deployment_id: str) -> list[dict]:
+    automations = api_call(api, "POST", "/automations/filter", {}).json()
+    return [a for a in automations if any(action.get("deployment_id") == deployment_id for action in a["actions"])]
+
+
+def delete_runs(api: str, runs: list[dict]) -> None:
+    for run in runs:
+        httpx.delete(f"{api}/flow_runs/{run['id']}", timeout=15)
+
+
+# --- fixtures --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def specs_dir(stack, tmp_path_factory):
+    """Spec copies the worker finds by model name, with their training windows in the bucket.
+
+    The windows live outside the watched prefix, so writing them announces nothing."""
+    folder = tmp_path_factory.mktemp("deployment-specs")
+    frame = datasets.flights_sample(range(1, 5), rows_per_month=500, seed=5)
+    for name in (STORM, SECOND, WEEKLY):
+        spec_copy(folder, name, retrain_window__prefix=f"windows/{name}/", **SMALL_MODEL)
+        storage.write_table(frame, f"s3://{stack.s3_bucket}/windows/{name}/2013-01-04.parquet")
+    spec_copy(folder, LANDED)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def deployed(stack, settings):
+    """`prefect deploy --all` from the project root; yields {"flow/deployment": id}. The two schedules
+    are switched off (their runs would start reconciliations and retrains mid-test); teardown deletes
+    the deployments and their automations, so nothing outlives the module."""
+    from infra.stack import ensure_work_pool
+
+    api = settings.resolved_prefect_api_url
+    ensure_work_pool(settings)
+    started = time.monotonic()
+    done = subprocess.run(  # noqa: S603 - fixed argv
+        [str(BIN / "prefect"), "deploy", "--all", "--no-prompt", "--prefect-file", "prefect.yaml"],
+        cwd=ROOT, env={**os.environ, "PREFECT_CLI_PROMPT": "false"}, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    print(f"\nprefect deploy --all: {time.monotonic() - started:.1f} s")
+    ids = {name: api_call(api, "GET", f"/deployments/name/{name}").json()["id"] for name in NAMES}
+    for name in ("retrain/weekly", "reconcile/hourly"):
+        for schedule in api_call(api, "GET", f"/deployments/{ids[name]}").json()["schedules"]:
+            # Deactivating also deletes the runs already scheduled for it.
+            api_call(api, "PATCH", f"/deployments/{ids[name]}/schedules/{schedule['id']}", {"active": False})
+    yield ids
+    for deployment_id in ids.values():
+        httpx.delete(f"{api}/automations/owned-by/prefect.deployment.{deployment_id}", timeout=15)
+        httpx.delete(f"{api}/deployments/{deployment_id}", timeout=15)
+
+
+@pytest.fixture(scope="module")
+def worker(deployed, specs_dir, settings):
+    """A real process worker on leanops-pool (1 s polls), finding the specs above by name.
+
+    Promotion and rollback triggers are switched off first: each model these tests register would
+    otherwise start a promote run (their own tests cover them), costing a minute of a shared CPU."""
+    from infra import services, stack
+
+    api = settings.resolved_prefect_api_url
+    for name in ("promote/on-new-challenger", "rollback/on-degraded"):
+        for automation in automations_of(api, deployed[name]):
+            api_call(api, "PATCH", f"/automations/{automation['id']}", {"enabled": False})
+    service = stack.worker(settings)
+    services.start(service, settings.home, extra_env={"LEANOPS_SPECS_DIR": str(specs_dir)})
+    yield service
+    services.stop(service, settings.home)
+
+
+# --- deploying -------------------------------------------------------------------------------------
+
+
+def test_deploy_creates_every_deployment_on_the_pool_with_its_trigger(deployed, settings):
+    api = settings.resolved_prefect_api_url
+    for name, deployment_id in deployed.items():
+        deployment = api_call(api, "GET", f"/deployments/{deployment_id}").json()
+        assert deployment["work_pool_name"] == "leanops-pool", name
+        # No `pull:` section: workers run the code from the folder the deploy ran in.
+        assert deployment["pull_steps"] == [
+            {"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}
+        ], name
+        owned = automations_of(api, deployment_id)
+        expected = [TRIGGERED[name]] if name in TRIGGERED else []
+        assert [e for a in owned for e in a["trigger"]["expect"]] == expected, name
+        assert all(a["enabled"] for a in owned), name
+
+
+# --- events to runs (no worker yet: the runs stay scheduled and are deleted) ----------------------
+
+
+def test_an_object_put_in_s3_starts_one_drift_check_with_the_decoded_key(deployed, s3_bridge, settings):
+    api = settings.resolved_prefect_api_url
+    key = f"incoming/{LANDED}/july flights {UID} été ü.parquet"
+
+    storage.write_bytes(f"s3://{settings.s3_bucket}/{key}", b"PAR1 july", settings)
+
+    runs = settled_runs(api, deployed["drift-monitor/on-new-batch"], key=key)
+    delete_runs(api, runs)
+    assert len(runs) == 1
+    assert runs[0]["parameters"] == {"bucket": settings.s3_bucket, "key": key, "version_id": ""}
+
+
+def test_five_deliveries_of_one_notification_start_one_drift_check(deployed, s3_bridge, settings):
+    api = settings.resolved_prefect_api_url
+    queue_url, _ = s3_bridge
+    key = f"incoming/{LANDED}/redelivered {UID}.parquet"
+    body = s3_notification(settings.s3_bucket, key)
+
+    for _ in range(5):
+        storage.send_message(queue_url, body, settings)
+
+    runs = settled_runs(api, deployed["drift-monitor/on-new-batch"], key=key)
+    delete_runs(api, runs)
+    assert len(runs) == 1
+
+
+# --- with a worker ---------------------------------------------------------------------------------
+
+
+def test_a_storm_of_drift_events_trains_one_challenger(deployed, worker, settings):
+    """20 leanops.drift.detected for one model within 10 s (distinct ids, as separate checks send them),
+    then one for a second model that is in its cooldown: its retrain must not be lost in the storm."""
+    from prefect.variables import Variable
+
+    api = settings.resolved_prefect_api_url
+    Variable.set(f"leanops-last-retrain-{SECOND}", datetime.now(timezone.utc).isoformat(), overwrite=True)
+    result = sample_drift_result()
+    started = time.monotonic()
+    for i, model in enumerate([STORM] * 20 + [SECOND]):
+        batch_uri = f"s3://{settings.s3_bucket}/incoming/{model}/batch-{i}.parquet"
+        drift = events.drift_detected(model, "1", batch_uri, f"fingerprint-{i}", result, "", "1 of the last 1 checks")
+        api_call(api, "POST", "/events", [event_document(drift)])
+        time.sleep(0.45)
+    emitted_in = time.monotonic() - started
+
+    storm = finished_runs(api, deployed["retrain/on-drift"], timeout=300, spec=STORM)
+    second = finished_runs(api, deployed["retrain/on-drift"], timeout=120, spec=SECOND)
+    time.sleep(SETTLE)  # a run the trigger created late would show now
+    storm = finished_runs(api, deployed["retrain/on-drift"], timeout=120, spec=STORM)
+
+    tasks = {run["id"]: task_run_states(api, run["id"]) for run in storm + second}
+    history = [s["name"] for s in api_call(api, "GET", f"/flow_run_states/?flow_run_id={second[0]['id']}").json()]
+    print(f"\nstorm: 21 events in {emitted_in:.1f} s -> {len(storm)} {STORM} run(s) "
+          f"{Counter(r['state_name'] for r in storm)}, {len(second)} {SECOND} run(s) with states {history}")
+    assert len(storm) == 1 and storm[0]["state_name"] == "Completed"
+    assert tasks[storm[0]["id"]]["fit_model"] == "Completed"
+    assert len(registry.list_versions(STORM)) == 1
+    # The second model's event got its own run, which the cooldown turned away before any training.
+    assert len(second) == 1 and second[0]["state_name"] == "Completed"
+    assert tasks[second[0]["id"]]["claim_retrain"] == "Completed" and "fit_model" not in tasks[second[0]["id"]]
+
+
+def test_prefect_deployment_run_retrain_weekly_runs_on_the_worker(deployed, worker, specs_dir, settings):
+    api = settings.resolved_prefect_api_url
+    spec_path = specs_dir / f"{WEEKLY}.yaml"
+
+    done = subprocess.run(  # noqa: S603 - fixed argv
+        [str(BIN / "prefect"), "deployment", "run", "retrain/weekly", "--param", f"spec={spec_path}",
+         "--watch", "--watch-interval", "1", "--watch-timeout", "420"],
+        cwd=ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=450,
+    )
+
+    [run] = runs_of(api, deployed["retrain/weekly"], spec=str(spec_path))
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert run["state_name"] == "Completed"
+    assert run["parameters"] == {"spec": str(spec_path), "reason": "schedule"}
+    assert len(registry.list_versions(WEEKLY)) == 1
+
+
+def test_reconcile_announces_only_batches_no_check_processed(deployed, worker, settings):
+    """A bucket without notifications stands in for lost ones: its objects never reach the bridge."""
+    from flows.reconcile import reconcile
+
+    api = settings.resolved_prefect_api_url
+    bucket = f"lost-{UID}"
+    storage.ensure_bucket(bucket, settings)
+    done_uri = f"s3://{bucket}/incoming/{LANDED}/2013-07.parquet"
+    lost_key = f"incoming/{LANDED}/2013-08 lost été.parquet"
+    lost_uri = f"s3://{bucket}/{lost_key}"
+    for uri in (done_uri, lost_uri):
+        storage.write_bytes(uri, f"PAR1 {uri}".encode(), settings)
+    storage.write_bytes(f"s3://{bucket}/incoming/{LANDED}/notes.txt", b"not a batch", settings)
+    manifest.mark_processed(done_uri, LANDED, "ok", settings=settings)
+
+    announced = reconcile(prefix=f"s3://{bucket}/incoming/", min_age_minutes=0)
+
+    assert announced == [lost_uri]
+    [run] = finished_runs(api, deployed["drift-monitor/on-new-batch"], timeout=90, bucket=bucket)
+    assert run["parameters"]["key"] == lost_key and run["state_name"] == "Completed"
+    info = storage.stat(lost_uri, settings)
+    assert manifest.read_mark(lost_uri, info.etag, settings).status == "no_champion"
+    [event] = api_call(api, "POST", "/events/filter", {"filter": {"resource": {"id": [lost_uri]}}}).json()["events"]
+    assert event["id"] == events.batch_landed(bucket, lost_key, None, None, info.size, info.etag).event_id
+    # Processed now: the next pass has nothing to announce.
+    assert reconcile(prefix=f"s3://{bucket}/incoming/", min_age_minutes=0) == []
