@@ -2,8 +2,22 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any, Mapping
+
 from leanops.notify import Alert
 from leanops.results import DriftResult
+
+
+def model_of_run(parameters: Mapping[str, Any], incoming_prefix: str) -> str:
+    """The model a flow run was about, from its parameters: ``spec`` (a model name, or a spec file named
+    after its model), else the model folder of an incoming ``key``; "leanops" when neither says."""
+    from leanops.monitoring import model_from_key
+
+    spec = str(parameters.get("spec") or "")
+    if spec:
+        return Path(spec).stem if spec.endswith((".yaml", ".yml")) else spec
+    return model_from_key(str(parameters.get("key") or ""), incoming_prefix) or "leanops"
 
 
 def drift_alert(model: str, version: str, batch_uri: str, result: DriftResult, report_url: str, persistence: str) -> Alert:

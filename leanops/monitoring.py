@@ -34,12 +34,19 @@ def resolve_target(spec: str, batch_uri: str, bucket: str, key: str, incoming_pr
         raise BatchReadError("no batch to check: pass batch_uri, or bucket and key")
     if spec:
         return MonitoringTarget(spec, uri)
-    relative = key[len(incoming_prefix):] if key.startswith(incoming_prefix) else ""
-    if "/" not in relative:
+    model = model_from_key(key, incoming_prefix)
+    if model is None:
         raise BatchReadError(
             f"cannot tell which model {uri} belongs to: expected a key like {incoming_prefix}<model>/<file>, or pass spec"
         )
-    return MonitoringTarget(relative.split("/", 1)[0], uri)
+    return MonitoringTarget(model, uri)
+
+
+def model_from_key(key: str, incoming_prefix: str) -> str | None:
+    """``<incoming_prefix><model>/<file>`` -> the model; None for any other key."""
+    relative = key[len(incoming_prefix):] if key.startswith(incoming_prefix) else ""
+    model = relative.split("/", 1)[0] if "/" in relative else ""
+    return model or None
 
 
 def history_uri(model: str, settings: Settings | None = None) -> str:

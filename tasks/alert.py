@@ -5,8 +5,9 @@ from __future__ import annotations
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from leanops.alerts import failure_alert
+from leanops.alerts import failure_alert, model_of_run
 from leanops.notify import Alert, Notifier, SendOutcome
+from leanops.settings import get_settings
 
 
 # No Prefect retries: the notifier retries Slack itself and never raises, so a flaky Slack never fails a flow.
@@ -24,7 +25,7 @@ def alert_on_failure(flow, flow_run, state) -> None:
         state.result()
     except BaseException as exc:  # noqa: BLE001 - the failure being reported
         error = exc
-    model = str(flow_run.parameters.get("spec") or flow_run.parameters.get("key") or "leanops")
+    model = model_of_run(flow_run.parameters, get_settings().s3_incoming_prefix)
     ui = PREFECT_UI_URL.value() or ""
     run_url = f"{ui}/runs/flow-run/{flow_run.id}" if ui else str(flow_run.id)
     Notifier().send(failure_alert(model, flow.name, flow_run.name, run_url, error))

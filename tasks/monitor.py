@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -16,6 +18,11 @@ from tasks._policies import BY_FINGERPRINT, IO_RETRIES, IO_RETRY_DELAYS, IO_RETR
 _IO = dict(
     retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS, retry_jitter_factor=IO_RETRY_JITTER, retry_condition_fn=retry_transient_only
 )
+
+
+def artifact_key(spec: Spec, what: str) -> str:
+    # Prefect artifact keys take lowercase letters, digits and dashes only; model names may hold underscores.
+    return re.sub(r"[^a-z0-9-]", "-", f"{spec.name}-{what}".lower())
 
 
 @task(cache_policy=NO_CACHE, retries=0)
@@ -41,11 +48,11 @@ def compute_drift(batch: Batch, champion: ModelVersionInfo, spec: Spec) -> Drift
             spec.name, champion.version, batch.uri, result, report.html, report.json_text()
         )
         result = result.with_report(report_url, f"runs:/{run_id}/drift/report.json")
-        create_link_artifact(key=f"{spec.name}-drift-report", link=report_url, link_text="Evidently drift report",
+        create_link_artifact(key=artifact_key(spec, "drift-report"), link=report_url, link_text="Evidently drift report",
                              description=f"Drift of {batch.uri} against champion v{champion.version}")
-        create_table_artifact(key=f"{spec.name}-drift-features", table=result.table(),
+        create_table_artifact(key=artifact_key(spec, "drift-features"), table=result.table(),
                               description="Per-feature drift scores (drifted first)")
-    create_markdown_artifact(key=f"{spec.name}-drift-summary", markdown=result.summary_markdown(),
+    create_markdown_artifact(key=artifact_key(spec, "drift-summary"), markdown=result.summary_markdown(),
                              description=f"Drift check of {batch.uri}")
     get_run_logger().info("drift of %s vs v%s: %s", batch.uri, champion.version, result.reason or result.status)
     return result
@@ -66,5 +73,5 @@ def record_drift_check(result: DriftResult, batch: Batch, champion: ModelVersion
 def note_no_champion(spec: Spec, batch_uri: str) -> MonitorOutcome:
     message = f"No champion for {spec.name} yet: {batch_uri} was not checked for drift (promote a model first)."
     get_run_logger().warning(message)
-    create_markdown_artifact(key=f"{spec.name}-drift-summary", markdown=f"**{message}**", description="No champion")
+    create_markdown_artifact(key=artifact_key(spec, "drift-summary"), markdown=f"**{message}**", description="No champion")
     return MonitorOutcome(model=spec.name, batch_uri=batch_uri, status="no_champion")

@@ -131,3 +131,13 @@ def flights_july():
     from leanops import datasets
 
     return datasets.flights_sample([7], rows_per_month=2000, seed=2)
+
+
+@pytest.fixture
+def slack():
+    """A real HTTP server on 127.0.0.1 standing in for Slack's Web API (tests/fake_slack.py)."""
+    from fake_slack import FakeSlack
+
+    fake = FakeSlack()
+    yield fake
+    fake.close()

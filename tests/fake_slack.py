@@ -1,0 +1,53 @@
+"""A real HTTP server on 127.0.0.1 standing in for Slack's Web API (slack_sdk's WebClient takes its base_url)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+class FakeSlack:
+    """Records every request; answers from a script of (status, headers, body, delay), then with ok."""
+
+    def __init__(self):
+        self.requests: list[dict] = []
+        self.script: list[tuple[int, dict, dict, float]] = []
+        self._count = 0
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's naming
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                fake.requests.append({"path": self.path, "headers": dict(self.headers), "json": json.loads(body or b"{}")})
+                status, headers, payload, delay = fake.script.pop(0) if fake.script else (200, {}, None, 0.0)
+                time.sleep(delay)
+                if payload is None:
+                    fake._count += 1
+                    payload = {"ok": True, "channel": "C0ALERTS", "ts": f"1700000000.{fake._count:06d}"}
+                data = json.dumps(payload).encode()
+                try:
+                    self.send_response(status)
+                    for key, value in {"Content-Type": "application/json", **headers}.items():
+                        self.send_header(key, value)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (timeout test)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}/api/"
+
+    def posts(self) -> list[dict]:
+        return [r["json"] for r in self.requests if r["path"] == "/api/chat.postMessage"]
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
