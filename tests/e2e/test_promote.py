@@ -271,27 +271,53 @@ def test_rollback_restores_the_previous_champion_and_records_why(sources, tmp_pa
 
 
 def test_racing_promotions_end_with_one_champion_a_correct_previous_champion_and_both_decisions(sources, tmp_path):
+    """Both challengers are judged against the same champion, then approved at once: whichever applies
+    second holds a stale decision and must decide again against the new champion."""
     from flows.promote import promote
 
     name, (weak, strong, strong_b) = new_model(sources, "weak", "strong", "strong_b")
     promote(spec=spec_file(tmp_path, name, "relaxed", **RELAXED), version=weak)
-    spec = spec_file(tmp_path, name)
+    spec = spec_file(tmp_path, name, "manual", promotion__approval="manual", promotion__approval_timeout_seconds=120)
 
     runs = [_run_in_thread(spec=spec, version=v) for v in (strong, strong_b)]
-    for thread, _, _ in runs:
-        thread.join(180)
+    paused = [_paused_run_id(tag) for _, _, tag in runs]
+    for _, _, tag in runs:
+        _answer(tag, approve=True, reason="race", approver="ana")
+    asked_again = 0
+    for thread, _, tag in runs:  # the stale one asks again if it beats the new champion
+        asked_again += _answer_while_running(thread, tag, approve=True, reason="second look", approver="bo")
     outcomes = [out["state"].result() for _, out, _ in runs]
     assert all(o.action in ("promoted", "rejected") for o in outcomes)
 
     entries = registry.alias_history(name)[1:]
     assert sorted(c.version for c in entries) == sorted([strong, strong_b])  # both decisions, once each
-    champion = weak
-    for entry in entries:  # every decision was applied against the champion of its moment
-        assert entry.champion_before == champion
-        champion = entry.champion_after
+    first, second = entries
+    assert (first.action, first.champion_before) == ("promoted", weak)
+    assert second.champion_before == first.version  # decided again against the champion of its moment
+    assert (second.by == "bo") == (second.action == "promoted") and asked_again == (second.action == "promoted")
     promoted = [c for c in entries if c.action == "promoted"]
-    assert promoted, "two strong challengers against a one-stump champion: at least one wins"
     assert aliases(name) == (promoted[-1].version, promoted[-1].champion_before)
+    assert len(set(paused)) == 2
+
+
+def _answer_while_running(thread: threading.Thread, tag: str, **run_input) -> int:
+    """Answer each new pause of the tagged run until its thread ends; how many were answered."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+
+    answered = 0
+    deadline = time.monotonic() + 180
+    with get_client(sync_client=True) as client:
+        while thread.is_alive() and time.monotonic() < deadline:
+            (run,) = client.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[tag])))
+            if run.state is not None and run.state.is_paused():
+                _answer(tag, **run_input)
+                answered += 1
+                time.sleep(1.5)  # until the run has left this pause
+            time.sleep(0.3)
+    thread.join(10)
+    assert not thread.is_alive()
+    return answered
 
 
 def test_applying_a_decision_checks_the_champion_of_the_moment(sources, tmp_path):
