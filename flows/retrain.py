@@ -17,17 +17,23 @@ from tasks.publish import publish_event
 from tasks.register import register_model
 from tasks.spec import load_model_spec
 from tasks.train import fit_model
+from tasks.tune import log_tuning, tune_params
 from tasks.validate import validate_batch
 
 
 @flow(name="retrain", log_prints=True, on_failure=[alert_on_failure])
-def retrain(spec: str = "flights-delay", batch_uri: str | None = None, reason: Literal["manual", "schedule", "drift"] = "manual"
+def retrain(
+    spec: str = "flights-delay",
+    batch_uri: str | None = None,
+    reason: Literal["manual", "schedule", "drift"] = "manual",
+    tune: bool | None = None,
 ) -> RegistrationResult | None:
     """Train a challenger for the model described by ``spec`` and register it in MLflow.
 
     ``batch_uri``: one parquet/CSV object, or a prefix ending in ``/`` (the spec's retrain window of
     landed batches); empty means the spec's window prefix. ``reason``: manual, schedule or drift
-    (drift-triggered retrains respect the spec's cooldown).
+    (drift-triggered retrains respect the spec's cooldown). ``tune``: run the Optuna study first
+    (default: the spec's ``tuning.enabled``).
     """
     model_spec = load_model_spec(spec)
     if not claim_retrain(model_spec, reason).allowed:
@@ -35,7 +41,10 @@ def retrain(spec: str = "flights-delay", batch_uri: str | None = None, reason: L
     batch = load_batch(batch_uri, model_spec)
     validate_batch(batch, model_spec)
     features = build_features(batch, model_spec)
-    trained = fit_model(features, model_spec)
+    tuned = None
+    if model_spec.tuning.enabled if tune is None else tune:
+        tuned = log_tuning(tune_params(features, model_spec), model_spec)
+    trained = fit_model(features, model_spec, tuned.best_params if tuned else None)
     evaluation = evaluate_model(trained, features, model_spec, find_champion(model_spec))
     registration = register_model(model_spec, trained, evaluation, features, batch)
     if registration.created:

@@ -19,7 +19,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from leanops import _study_logging, tuning
+from leanops import registry, tuning
 from leanops.results import FeatureSet, StudyPlan, TrialBatchResult, TuningResult
 from leanops.spec import Spec
 from tasks._policies import BY_FINGERPRINT, IO_RETRIES, IO_RETRY_DELAYS, IO_RETRY_JITTER, retry_transient_only
@@ -115,6 +115,6 @@ def summarize_tuning(spec: Spec, plan: StudyPlan) -> TuningResult:
 )
 def log_tuning(result: TuningResult, spec: Spec, tags: dict[str, str] | None = None) -> TuningResult:
     """Record the study in MLflow (one run per study; a resumed study updates its run)."""
-    logged = _study_logging.log_study(result, spec, tags=tags)
+    logged = registry.log_study(result, spec, tags=tags)
     get_run_logger().info("study %s logged to MLflow: %s", logged.study_name, logged.report_uris.get("run"))
     return logged

@@ -106,3 +106,23 @@ def test_a_failing_mlflow_call_leaves_no_version_and_no_moved_alias(trained):
     assert registry.list_versions("retrain-e2e") == versions_before
     assert registry.get_alias("retrain-e2e", registry.CHALLENGER).version == trained["result"].version
     assert registry.find_by_training_key("retrain-e2e", "failing-key") is None
+
+
+def test_retrain_with_tuning_trains_on_the_study_best_params(stack, tmp_path):
+    from flows.retrain import retrain
+
+    spec_path = spec_copy(tmp_path, "retrain-tuned", tuning__n_trials=4, tuning__n_estimators=120, tuning__timeout_seconds=120)
+    uri = str(tmp_path / "h1.parquet")
+    storage.write_table(datasets.flights_sample(range(1, 7), rows_per_month=700, seed=11), uri)
+    result = retrain(spec=str(spec_path), batch_uri=uri, tune=True)
+    assert result.created
+    info = registry.get_alias("retrain-tuned", registry.CHALLENGER)
+    study_runs = registry.client().search_runs(
+        [registry.client().get_experiment_by_name("leanops/retrain-tuned").experiment_id],
+        filter_string=f"tags.`{registry.STUDY_TAG}` LIKE '%'",
+    )
+    assert len(study_runs) == 1
+    best = {k[len("leanops.best."):]: v for k, v in study_runs[0].data.tags.items() if k.startswith("leanops.best.")}
+    params = registry.client().get_run(info.run_id).data.params
+    assert best and all(params[name] == value for name, value in best.items() if name in params), (best, params)
+    assert params["n_estimators"] == best["n_estimators"]
