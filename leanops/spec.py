@@ -181,7 +181,9 @@ class RetrainWindowSpec(_Frozen):
 
 
 class Spec(_Frozen):
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9\-_]*$")
+    # The name is also a Prefect artifact key and variable name and an MLflow model name: lowercase
+    # letters, digits and dashes are the characters all of them accept.
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     description: str = ""
     task: TaskType
     default_batch_uri: str | None = None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 
 from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
@@ -21,8 +20,8 @@ _IO = dict(
 
 
 def artifact_key(spec: Spec, what: str) -> str:
-    # Prefect artifact keys take lowercase letters, digits and dashes only; model names may hold underscores.
-    return re.sub(r"[^a-z0-9-]", "-", f"{spec.name}-{what}".lower())
+    # Spec names are restricted to what Prefect artifact keys accept (lowercase, digits, dashes).
+    return f"{spec.name}-{what}"
 
 
 @task(cache_policy=NO_CACHE, retries=0)
