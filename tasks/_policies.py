@@ -35,6 +35,15 @@ def retry_transient_only(task, task_run, state) -> bool:
     return True
 
 
+# Task options of every stage that talks to S3, MLflow or the Prefect API: `@task(**RETRY_IO, ...)`.
+RETRY_IO: dict[str, Any] = dict(
+    retries=IO_RETRIES,
+    retry_delay_seconds=IO_RETRY_DELAYS,
+    retry_jitter_factor=IO_RETRY_JITTER,
+    retry_condition_fn=retry_transient_only,
+)
+
+
 def identity(value: Any) -> Any:
     """What a value contributes to a cache key: its fingerprint when it has one."""
     if isinstance(value, Spec):

@@ -10,15 +10,12 @@ from leanops import modeling, registry
 from leanops.registry import ModelVersionInfo
 from leanops.results import EvalResult, FeatureSet, TrainResult
 from leanops.spec import Spec
-from tasks._policies import BY_FINGERPRINT, IO_RETRIES, IO_RETRY_DELAYS, IO_RETRY_JITTER, retry_transient_only
+from tasks._policies import BY_FINGERPRINT, RETRY_IO
 
 
 @task(
     cache_policy=NO_CACHE,
-    retries=IO_RETRIES,
-    retry_delay_seconds=IO_RETRY_DELAYS,
-    retry_jitter_factor=IO_RETRY_JITTER,
-    retry_condition_fn=retry_transient_only,
+    **RETRY_IO,
 )
 def find_champion(spec: Spec) -> ModelVersionInfo | None:
     return registry.get_alias(spec.registered_model_name, registry.CHAMPION)
@@ -28,10 +25,7 @@ def find_champion(spec: Spec) -> ModelVersionInfo | None:
 @task(
     cache_policy=BY_FINGERPRINT,
     persist_result=True,
-    retries=IO_RETRIES,
-    retry_delay_seconds=IO_RETRY_DELAYS,
-    retry_jitter_factor=IO_RETRY_JITTER,
-    retry_condition_fn=retry_transient_only,
+    **RETRY_IO,
 )
 def evaluate_model(train: TrainResult, features: FeatureSet, spec: Spec, champion: ModelVersionInfo | None) -> EvalResult:
     logger = get_run_logger()

@@ -8,15 +8,12 @@ from prefect.cache_policies import NO_CACHE
 from leanops import batches
 from leanops.spec import Spec
 from leanops.results import Batch
-from tasks._policies import IO_RETRIES, IO_RETRY_DELAYS, IO_RETRY_JITTER, retry_transient_only
+from tasks._policies import RETRY_IO
 
 
 # Not cached: reading the batch is the work a cache hit would repeat (a persisted copy is as big).
 @task(
-    retries=IO_RETRIES,
-    retry_delay_seconds=IO_RETRY_DELAYS,
-    retry_jitter_factor=IO_RETRY_JITTER,
-    retry_condition_fn=retry_transient_only,
+    **RETRY_IO,
     cache_policy=NO_CACHE,
     persist_result=False,
     task_run_name="load_batch {uri}",

@@ -20,14 +20,11 @@ from leanops.errors import NEVER_RETRY
 from leanops.manifest import ProcessedMark
 from leanops.results import MonitorOutcome
 from leanops.settings import get_settings
-from tasks._policies import IO_RETRIES, IO_RETRY_DELAYS, IO_RETRY_JITTER, retry_transient_only
-
-_IO = dict(
-    retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS, retry_jitter_factor=IO_RETRY_JITTER, retry_condition_fn=retry_transient_only
-)
+from tasks._policies import RETRY_IO
 
 
-@task(cache_policy=NO_CACHE, **_IO)
+
+@task(cache_policy=NO_CACHE, **RETRY_IO)
 def mark_processed(outcome: MonitorOutcome) -> ProcessedMark | None:
     """Record that this run processed its batch, so the reconciliation never announces it again."""
     mark = manifest.mark_processed(outcome.batch_uri, outcome.model, outcome.status, str(current_flow_run.id or ""))
@@ -87,7 +84,7 @@ def find_checks_in_flight(flow_name: str = "drift-monitor") -> list[str]:
     return uris
 
 
-@task(cache_policy=NO_CACHE, **_IO)
+@task(cache_policy=NO_CACHE, **RETRY_IO)
 def find_unprocessed_batches(prefix: str, min_age_minutes: float, in_flight: list[str], limit: int) -> list[storage.ObjectInfo]:
     """Landed objects no check has processed or is about to, oldest first, at most ``limit``."""
     settings = get_settings()

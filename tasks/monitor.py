@@ -12,11 +12,8 @@ from leanops.registry import ModelVersionInfo
 from leanops.results import Batch, DriftPersistence, DriftResult, MonitorOutcome
 from leanops.settings import get_settings
 from leanops.spec import Spec
-from tasks._policies import BY_FINGERPRINT, IO_RETRIES, IO_RETRY_DELAYS, IO_RETRY_JITTER, retry_transient_only
+from tasks._policies import BY_FINGERPRINT, RETRY_IO
 
-_IO = dict(
-    retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAYS, retry_jitter_factor=IO_RETRY_JITTER, retry_condition_fn=retry_transient_only
-)
 
 
 def artifact_key(spec: Spec, what: str) -> str:
@@ -30,7 +27,7 @@ def resolve_target(spec: str, batch_uri: str, bucket: str, key: str, version_id:
 
 
 # Cached per (batch, champion, spec, code): re-checking the same batch against the same champion is free.
-@task(cache_policy=BY_FINGERPRINT, persist_result=True, **_IO)
+@task(cache_policy=BY_FINGERPRINT, persist_result=True, **RETRY_IO)
 def compute_drift(batch: Batch, champion: ModelVersionInfo, spec: Spec) -> DriftResult:
     reference = registry.load_reference_sample(champion)
     importance = registry.load_feature_importance(champion) if spec.drift.weight_by_importance else None
@@ -57,7 +54,7 @@ def compute_drift(batch: Batch, champion: ModelVersionInfo, spec: Spec) -> Drift
     return result
 
 
-@task(cache_policy=NO_CACHE, **_IO)
+@task(cache_policy=NO_CACHE, **RETRY_IO)
 def record_drift_check(result: DriftResult, batch: Batch, champion: ModelVersionInfo, spec: Spec) -> DriftPersistence:
     """Append the check to the model's drift history and say whether drift holds for K of the last N checks."""
     history = drift.append_history(

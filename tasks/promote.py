@@ -26,16 +26,9 @@ from leanops.results import (
     SmokeTestResult,
 )
 from leanops.spec import Spec
-from tasks._policies import BY_FINGERPRINT, IO_RETRIES, IO_RETRY_DELAYS, IO_RETRY_JITTER, retry_transient_only
+from tasks._policies import BY_FINGERPRINT, RETRY_IO
 
 LOCK_TIMEOUT_SECONDS = 300.0
-
-_IO = dict(
-    retries=IO_RETRIES,
-    retry_delay_seconds=IO_RETRY_DELAYS,
-    retry_jitter_factor=IO_RETRY_JITTER,
-    retry_condition_fn=retry_transient_only,
-)
 
 
 def lock_name(model_name: str) -> str:
@@ -70,14 +63,14 @@ def _run_url() -> str:
 # --- promotion ------------------------------------------------------------------------------------
 
 
-@task(cache_policy=NO_CACHE, **_IO)
+@task(cache_policy=NO_CACHE, **RETRY_IO)
 def resolve_challenger(spec: Spec, version: str | None) -> ModelVersionInfo:
     return registry.resolve_version(spec.registered_model_name, version or registry.CHALLENGER)
 
 
 # Cached on (spec, challenger version, champion version, batch fingerprint): a rerun of the same
 # comparison reuses the scores instead of loading and predicting again.
-@task(cache_policy=BY_FINGERPRINT, persist_result=True, **_IO)
+@task(cache_policy=BY_FINGERPRINT, persist_result=True, **RETRY_IO)
 def evaluate_candidates(
     spec: Spec, challenger: ModelVersionInfo, champion: ModelVersionInfo | None, batch: Batch | None
 ) -> tuple[CandidateMetrics, CandidateMetrics | None]:
@@ -97,7 +90,7 @@ def evaluate_candidates(
     return ours, theirs
 
 
-@task(cache_policy=NO_CACHE, **_IO)
+@task(cache_policy=NO_CACHE, **RETRY_IO)
 def smoke_test_version(spec: Spec, version: ModelVersionInfo) -> SmokeTestResult:
     result = registry.smoke_test(version, spec)
     get_run_logger().info("smoke test of %s: %s (%s)", result.model_uri, "passed" if result.passed else "FAILED", result.detail)
@@ -122,7 +115,7 @@ def decide_promotion(
     return decision
 
 
-@task(cache_policy=NO_CACHE, **_IO)
+@task(cache_policy=NO_CACHE, **RETRY_IO)
 def approval_of(decision: PromotionDecision, mode: str) -> Approval | None:
     """The policy's answer (auto), a human's recorded answer to this comparison (manual), or None: ask."""
     if mode == "auto":
@@ -133,7 +126,7 @@ def approval_of(decision: PromotionDecision, mode: str) -> Approval | None:
     return recorded
 
 
-@task(cache_policy=NO_CACHE, **_IO)
+@task(cache_policy=NO_CACHE, **RETRY_IO)
 def remember_approval(decision: PromotionDecision, approval: Approval) -> Approval:
     """Record a human's answer on the challenger at once, so a rerun of this comparison does not ask again."""
     if approval.source == "human":
@@ -144,7 +137,7 @@ def remember_approval(decision: PromotionDecision, approval: Approval) -> Approv
     return approval
 
 
-@task(cache_policy=NO_CACHE, **_IO)
+@task(cache_policy=NO_CACHE, **RETRY_IO)
 def apply_decision(spec: Spec, decision: PromotionDecision) -> AliasChange:
     """Under the model's lock: re-read the champion, move aliases if the decision still holds, record it."""
     with model_lock(spec.registered_model_name):
@@ -171,12 +164,12 @@ def already_champion(challenger: ModelVersionInfo) -> AliasChange:
 # --- rollback -------------------------------------------------------------------------------------
 
 
-@task(cache_policy=NO_CACHE, **_IO)
+@task(cache_policy=NO_CACHE, **RETRY_IO)
 def find_rollback_candidates(spec: Spec, to_version: str | None) -> tuple[ModelVersionInfo, ModelVersionInfo]:
     return registry.rollback_candidates(spec.registered_model_name, to_version)
 
 
-@task(cache_policy=BY_FINGERPRINT, persist_result=True, **_IO)
+@task(cache_policy=BY_FINGERPRINT, persist_result=True, **RETRY_IO)
 def compare_on_batch(spec: Spec, current: ModelVersionInfo, previous: ModelVersionInfo, batch: Batch) -> RollbackCheck:
     """Current and previous champion scored on the batch that showed the degradation."""
     data = promotion.batch_data(batch.frame, spec, batch.fingerprint)
@@ -187,7 +180,7 @@ def compare_on_batch(spec: Spec, current: ModelVersionInfo, previous: ModelVersi
     return check
 
 
-@task(cache_policy=NO_CACHE, **_IO)
+@task(cache_policy=NO_CACHE, **RETRY_IO)
 def apply_rollback(spec: Spec, current: ModelVersionInfo, target: ModelVersionInfo, check: RollbackCheck | None, reason: str) -> AliasChange:
     by = f"rollback ({runtime.flow_run.name or 'by hand'})"
     with model_lock(spec.registered_model_name):
@@ -204,7 +197,7 @@ def apply_rollback(spec: Spec, current: ModelVersionInfo, target: ModelVersionIn
 # --- history --------------------------------------------------------------------------------------
 
 
-@task(cache_policy=NO_CACHE, **_IO)
+@task(cache_policy=NO_CACHE, **RETRY_IO)
 def read_alias_history(spec: Spec) -> list[AliasChange]:
     changes = registry.alias_history(spec.registered_model_name)
     create_table_artifact(

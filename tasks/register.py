@@ -9,17 +9,14 @@ from prefect.cache_policies import NO_CACHE
 from leanops import lineage, registry
 from leanops.results import Batch, EvalResult, FeatureSet, RegistrationResult, TrainResult
 from leanops.spec import Spec
-from tasks._policies import IO_RETRIES, IO_RETRY_DELAYS, IO_RETRY_JITTER, retry_transient_only
+from tasks._policies import RETRY_IO
 
 
 # Not cached by Prefect: the registry itself is the idempotency record (the training key tag),
 # so a deleted version is re-created instead of being "remembered" by a stale cache entry.
 @task(
     cache_policy=NO_CACHE,
-    retries=IO_RETRIES,
-    retry_delay_seconds=IO_RETRY_DELAYS,
-    retry_jitter_factor=IO_RETRY_JITTER,
-    retry_condition_fn=retry_transient_only,
+    **RETRY_IO,
 )
 def register_model(
     spec: Spec, train: TrainResult, evaluation: EvalResult, features: FeatureSet, batch: Batch, alias: str = registry.CHALLENGER

@@ -22,7 +22,7 @@ from prefect.cache_policies import NO_CACHE
 from leanops import registry, tuning
 from leanops.results import FeatureSet, StudyPlan, TrialBatchResult, TuningResult
 from leanops.spec import Spec
-from tasks._policies import BY_FINGERPRINT, IO_RETRIES, IO_RETRY_DELAYS, IO_RETRY_JITTER, retry_transient_only
+from tasks._policies import BY_FINGERPRINT, RETRY_IO
 
 
 def _summary_markdown(result: TuningResult) -> str:
@@ -108,10 +108,7 @@ def summarize_tuning(spec: Spec, plan: StudyPlan) -> TuningResult:
 
 @task(
     cache_policy=NO_CACHE,
-    retries=IO_RETRIES,
-    retry_delay_seconds=IO_RETRY_DELAYS,
-    retry_jitter_factor=IO_RETRY_JITTER,
-    retry_condition_fn=retry_transient_only,
+    **RETRY_IO,
 )
 def log_tuning(result: TuningResult, spec: Spec, tags: dict[str, str] | None = None) -> TuningResult:
     """Record the study in MLflow (one run per study; a resumed study updates its run)."""
