@@ -23,7 +23,6 @@ from leanops.settings import get_settings
 from tasks._policies import RETRY_IO
 
 
-
 @task(cache_policy=NO_CACHE, **RETRY_IO)
 def mark_processed(outcome: MonitorOutcome) -> ProcessedMark | None:
     """Record that this run processed its batch, so the reconciliation never announces it again."""
@@ -101,7 +100,9 @@ def find_unprocessed_batches(prefix: str, min_age_minutes: float, in_flight: lis
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
 def announce_batches(objects: list[storage.ObjectInfo]) -> list[str]:
-    """Emit leanops.batch.landed for each object, with the id the bridge derives from the same object."""
+    """Emit leanops.batch.landed for each object. The id is the bridge's for a notification without a
+    sequencer (moto's); AWS notifications carry one, which a listing cannot see, so there the ids
+    differ and the markers and the in-flight check alone keep a batch from being checked twice."""
     announced = []
     for info in objects:
         bucket, key = storage.split_s3_uri(info.uri)

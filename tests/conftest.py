@@ -38,6 +38,8 @@ _ENV = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_LOGGING_TO_API_BATCH_INTERVAL": "0.3",
     "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",
+    # A run refused by a deployment's concurrency limit (ENQUEUE) is retried after this, not 30 s.
+    "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "5",
     "PREFECT_LOCAL_STORAGE_PATH": str(HOME / "prefect-results"),
     "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{PORTS['mlflow']}",
     "AWS_ACCESS_KEY_ID": "leanops",

@@ -1,0 +1,159 @@
+"""Benchmark: S3 put -> drift-monitor flow run Running, through the bridge, the trigger and a worker.
+
+Needs the local stack running (`make stack-up`: moto, Prefect, the bridge and a process worker with
+1 s polls) and the deployments (`prefect deploy --all`; this script runs it if drift-monitor/on-new-batch
+is missing). Puts N objects one at a time under the incoming prefix, each for a throwaway model with a
+spec but no champion (the check stops at "no champion", a cheap run), waits for its run to finish,
+and prints one table: each hop's share and the total, p50 / p95 / max, against the targets of issue 5.
+
+Hops, all stamped by the servers except the put (same clock: everything runs on this machine):
+  put -> event received   moto's notification, SQS, the bridge's long poll, POST /api/events
+  event -> run created    the trigger service and the run-deployment action
+  created -> Pending      the worker's poll (PREFECT_WORKER_QUERY_SECONDS) and the concurrency check
+  Pending -> Running      a new Python process: imports, the pull step, loading the flow
+
+Below the table, the import share of that last hop, timed in fresh processes: `import prefect.engine`
+(any flow pays it) and `import flows.drift_monitor` (what loading this flow adds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.bench_bridge import _pct  # noqa: E402
+
+DEPLOYMENT = "drift-monitor/on-new-batch"
+TARGETS = {"p50": 3.0, "p95": 6.0}
+TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
+
+
+def _ts(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def _deployment_id(client: httpx.Client, api: str) -> str:
+    answer = client.get(f"{api}/deployments/name/{DEPLOYMENT}")
+    if answer.status_code == 404:
+        print(f"{DEPLOYMENT} is not deployed: running `prefect deploy --all` ...", flush=True)
+        subprocess.run(  # noqa: S603 - fixed argv
+            [str(Path(sys.executable).parent / "prefect"), "deploy", "--all", "--no-prompt"],
+            cwd=ROOT, env={**os.environ, "PREFECT_API_URL": api}, check=True, capture_output=True, timeout=600,
+        )
+        answer = client.get(f"{api}/deployments/name/{DEPLOYMENT}")
+    answer.raise_for_status()
+    return answer.json()["id"]
+
+
+def _run_for(client: httpx.Client, api: str, deployment_id: str, key: str, timeout: float = 120.0) -> dict:
+    """The flow run created for ``key``, once it has finished."""
+    deadline = time.monotonic() + timeout
+    body = {"flow_runs": {"deployment_id": {"any_": [deployment_id]}}, "sort": "EXPECTED_START_TIME_DESC", "limit": 20}
+    while time.monotonic() < deadline:
+        answer = client.post(f"{api}/flow_runs/filter", json=body)
+        answer.raise_for_status()
+        for run in answer.json():
+            if run["parameters"].get("key") == key and run["state_type"] in TERMINAL:
+                return run
+        time.sleep(0.1)
+    raise TimeoutError(f"no finished run for {key} within {timeout:.0f} s")
+
+
+def _hops(client: httpx.Client, api: str, run: dict, uri: str, put_at: float) -> dict[str, float]:
+    states = client.get(f"{api}/flow_run_states/", params={"flow_run_id": run["id"]}).json()
+    first = {}
+    for state in sorted(states, key=lambda s: _ts(s["timestamp"])):
+        first.setdefault(state["type"], _ts(state["timestamp"]))
+    if "RUNNING" not in first:
+        raise RuntimeError(f"run {run['name']} for {uri} never ran: {run['state_name']}")
+    answer = client.post(f"{api}/events/filter", json={"filter": {"resource": {"id": [uri]}}, "limit": 5})
+    answer.raise_for_status()
+    received = min(_ts(e["received"]) for e in answer.json()["events"])
+    created = _ts(run["created"])
+    return {
+        "put -> event received": received - put_at,
+        "event -> run created": created - received,
+        "created -> Pending": first["PENDING"] - created,
+        "Pending -> Running": first["RUNNING"] - first["PENDING"],
+        "S3 put -> Running (total)": first["RUNNING"] - put_at,
+    }
+
+
+def _import_seconds(module: str, repeat: int = 3) -> float:
+    """Median wall time of a fresh interpreter importing ``module`` (cwd: the project root)."""
+    times = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", f"import {module}"], cwd=ROOT, check=True, timeout=300)  # noqa: S603
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--objects", type=int, default=20)
+    args = parser.parse_args()
+
+    from infra.stack import child_env
+    from leanops import storage
+    from leanops.settings import get_settings
+
+    settings = get_settings()
+    # moto takes any credentials, but boto3 signs nothing without some: the stack's placeholders.
+    os.environ.update({k: v for k, v in child_env(settings).items() if k.startswith("AWS_")})
+    api = settings.resolved_prefect_api_url
+    client = httpx.Client(timeout=15)
+    deployment_id = _deployment_id(client, api)
+    model = f"bench-events-{uuid.uuid4().hex[:6]}"
+    # The worker finds a model's spec by name in the specs folder; this one lives only while we measure.
+    spec_path = settings.specs_dir / f"{model}.yaml"
+    spec = yaml.safe_load((settings.specs_dir / "flights-delay.yaml").read_text())
+    spec_path.write_text(yaml.safe_dump({**spec, "name": model}))
+    samples: list[dict[str, float]] = []
+    try:
+        for i in range(args.objects):
+            key = f"{settings.s3_incoming_prefix}{model}/batch-{i:02d}{settings.s3_incoming_suffix}"
+            uri = f"s3://{settings.s3_bucket}/{key}"
+            put_at = time.time()
+            storage.write_bytes(uri, b"PAR1 bench", settings)
+            # One at a time: the next put waits for this run to finish, so runs never share the CPU.
+            run = _run_for(client, api, deployment_id, key)
+            samples.append(_hops(client, api, run, uri, put_at))
+            print(f"  {i + 1:>2}/{args.objects}  put -> Running {samples[-1]['S3 put -> Running (total)']:.2f} s", flush=True)
+    finally:
+        spec_path.unlink(missing_ok=True)
+
+    print(f"\n{args.objects} objects, one at a time; seconds; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(f"{'hop':<28}{'p50':>8}{'p95':>8}{'max':>8}")
+    for hop in samples[0]:
+        values = [s[hop] for s in samples]
+        print(f"{hop:<28}{statistics.median(values):8.2f}{_pct(values, 0.95):8.2f}{max(values):8.2f}")
+    total = [s["S3 put -> Running (total)"] for s in samples]
+    p50, p95 = statistics.median(total), _pct(total, 0.95)
+    print(f"{'target (issue 5)':<28}{TARGETS['p50']:8.2f}{TARGETS['p95']:8.2f}")
+    print(f"{'measured / target':<28}{p50 / TARGETS['p50']:8.2f}{p95 / TARGETS['p95']:8.2f}")
+    engine = _import_seconds("prefect.engine")
+    with_flow = _import_seconds("prefect.engine, flows.drift_monitor")
+    running = statistics.median([s["Pending -> Running"] for s in samples])
+    print(f"\nPending -> Running, p50 {running:.2f} s, of which imports in a fresh process (median of 3):")
+    print(f"  import prefect.engine                 {engine:6.2f} s")
+    print(f"  + import flows.drift_monitor          {with_flow - engine:6.2f} s  (pandas, scikit-learn ... at module level)")
+    print(f"  imports / (Pending -> Running)        {with_flow / running:6.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
