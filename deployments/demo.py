@@ -144,6 +144,7 @@ def story(settings, months: list[int]) -> list[dict]:
             "month": f"2013-{month:02d}",
             "drift share": float(row["drift_share"].iloc[0]) if len(row) else None,
             "drifted features": row["drifted_features"].iloc[0] if len(row) else "",
+            "prediction drift": ("yes" if row["prediction_drift"].iloc[0] else "no") if len(row) else "-",
             "action": action,
             "champion": f"v{version}",
             "champion roc_auc (holdout)": holdout,
