@@ -32,8 +32,13 @@ stack-down:
 stack-status:
 	$(BIN)/python -m infra.stack status
 
-bench: setup
-	$(BIN)/python bench/run_all.py
+# Benchmarks need the local stack (they measure against running services); each prints one table.
+bench: stack-up
+	$(BIN)/python bench/bench_retrain.py
+	$(BIN)/python bench/bench_drift.py
+	$(BIN)/python bench/bench_tuning.py
+	$(BIN)/python bench/bench_events.py
+	$(BIN)/python bench/bench_bridge.py
 
 clean: stack-down
 	rm -rf .leanops
