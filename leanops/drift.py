@@ -36,7 +36,7 @@ from typing import Any, Literal, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from leanops.errors import BatchReadError, DriftInputError
+from leanops.errors import BatchReadError, DriftInputError, ObjectNotFound
 from leanops.results import DriftPersistence, DriftResult, FeatureDrift, PerformanceCheck
 from leanops.spec import Spec
 
@@ -584,9 +584,13 @@ def history_record(result: DriftResult, *, model: str, version: str | None, batc
 def _history_exists(uri: str, settings=None) -> bool:
     from leanops import storage
 
-    if storage.is_s3(uri):
-        return any(info.uri == uri for info in storage.list_objects(uri, settings=settings))
-    return storage.local_path(uri).exists()
+    if not storage.is_s3(uri):
+        return storage.local_path(uri).exists()
+    try:
+        storage.stat(uri, settings)  # a HEAD request, not a listing of the prefix
+    except ObjectNotFound:
+        return False
+    return True
 
 
 def read_history(uri: str, settings=None) -> pd.DataFrame:

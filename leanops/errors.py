@@ -15,6 +15,10 @@ class BatchReadError(LeanopsError):
     """A batch could not be read as a table (empty file, unknown format, corrupt bytes)."""
 
 
+class ObjectNotFound(BatchReadError):
+    """No object (or file) at that URI."""
+
+
 class ContractViolation(LeanopsError):
     """A batch broke its data contract. ``violations`` lists every problem found."""
 

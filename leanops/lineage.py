@@ -7,6 +7,7 @@ import subprocess
 from functools import lru_cache
 from importlib import metadata
 
+from leanops.results import Lineage, combine_fingerprints
 from leanops.settings import PROJECT_ROOT
 
 
@@ -35,9 +36,7 @@ def leanops_version() -> str:
         return "0+unknown"
 
 
-def build_lineage(data_uri: str, data_fingerprint: str, spec_hash: str, flow_run_id: str | None, sources: tuple[str, ...] = ()):
-    from leanops.results import Lineage
-
+def build_lineage(data_uri: str, data_fingerprint: str, spec_hash: str, flow_run_id: str | None, sources: tuple[str, ...] = ()) -> Lineage:
     return Lineage(
         git_commit=git_commit(),
         data_uri=data_uri,
@@ -49,8 +48,6 @@ def build_lineage(data_uri: str, data_fingerprint: str, spec_hash: str, flow_run
     )
 
 
-def training_key(lineage, train_fingerprint: str) -> str:
+def training_key(lineage: Lineage, train_fingerprint: str) -> str:
     """Same data, spec, params and code -> same key -> no second registered version."""
-    from leanops.results import combine_fingerprints
-
     return combine_fingerprints(lineage.data_fingerprint, lineage.spec_hash, train_fingerprint, lineage.git_commit)

@@ -310,24 +310,25 @@ def load_model(info: ModelVersionInfo, settings: Settings | None = None) -> Any:
     return mlflow.sklearn.load_model(info.model_uri)
 
 
-def _download(run_id: str, artifact: str, settings: Settings | None = None) -> Path:
+def _read_artifact(run_id: str, artifact: str, read, settings: Settings | None = None):
+    """Download one run artifact into a temporary folder, read it with ``read(path)``, remove the copy."""
     import mlflow.artifacts
 
     _activate(settings)
-    target = Path(tempfile.mkdtemp(prefix="leanops-artifact-"))
-    return Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact, dst_path=str(target)))
+    with tempfile.TemporaryDirectory(prefix="leanops-artifact-") as folder:
+        return read(Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact, dst_path=folder)))
 
 
 def load_reference_sample(info: ModelVersionInfo, settings: Settings | None = None) -> pd.DataFrame:
-    return pd.read_parquet(_download(info.run_id, REFERENCE_ARTIFACT, settings))
+    return _read_artifact(info.run_id, REFERENCE_ARTIFACT, pd.read_parquet, settings)
 
 
 def load_holdout(info: ModelVersionInfo, settings: Settings | None = None) -> pd.DataFrame:
-    return pd.read_parquet(_download(info.run_id, HOLDOUT_ARTIFACT, settings))
+    return _read_artifact(info.run_id, HOLDOUT_ARTIFACT, pd.read_parquet, settings)
 
 
 def load_feature_importance(info: ModelVersionInfo, settings: Settings | None = None) -> dict[str, float]:
-    return json.loads(_download(info.run_id, IMPORTANCE_ARTIFACT, settings).read_text())
+    return _read_artifact(info.run_id, IMPORTANCE_ARTIFACT, lambda path: json.loads(path.read_text()), settings)
 
 
 # --- changing aliases and tags (promotion, rollback) ---------------------------------------------

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from leanops.errors import BatchReadError, TransientIOError
+from leanops.errors import BatchReadError, ObjectNotFound, TransientIOError
 from leanops.settings import Settings, get_settings
 
 _PARQUET_MAGIC = b"PAR1"
@@ -91,7 +91,7 @@ def _translate_boto_error(uri: str, exc: Exception) -> Exception:
         code = exc.response.get("Error", {}).get("Code", "")
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         if code in {"NoSuchKey", "404", "NoSuchBucket", "NotFound"}:
-            return BatchReadError(f"{uri}: no such object ({code})")
+            return ObjectNotFound(f"{uri}: no such object ({code})")
         if code in {"AccessDenied", "403"}:
             return BatchReadError(f"{uri}: access denied")
         if status >= 500 or code in {"SlowDown", "Throttling", "RequestTimeout"}:
@@ -126,7 +126,7 @@ def stat(uri: str, settings: Settings | None = None) -> ObjectInfo:
         return ObjectInfo(uri, head["ContentLength"], head.get("LastModified"), _hash_bytes(f"{etag}:{version}".encode()), etag)
     path = local_path(uri)
     if not path.exists():
-        raise BatchReadError(f"{uri}: no such file")
+        raise ObjectNotFound(f"{uri}: no such file")
     st = path.stat()
     return ObjectInfo(uri, st.st_size, datetime.fromtimestamp(st.st_mtime), _hash_file(path))
 
@@ -139,7 +139,7 @@ def read_bytes(uri: str, settings: Settings | None = None) -> bytes:
             raise _translate_boto_error(uri, exc) from exc
     path = local_path(uri)
     if not path.exists():
-        raise BatchReadError(f"{uri}: no such file")
+        raise ObjectNotFound(f"{uri}: no such file")
     return path.read_bytes()
 
 
