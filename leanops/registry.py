@@ -89,6 +89,17 @@ def _activate(settings: Settings | None = None) -> None:
     mlflow.set_registry_uri(_tracking_uri(settings))
 
 
+def _experiment_id(mlflow_client, name: str) -> str:
+    """The experiment's id, creating it on first use (a concurrent creator wins harmlessly)."""
+    experiment = mlflow_client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    try:
+        return mlflow_client.create_experiment(name)
+    except Exception:  # noqa: BLE001 - created meanwhile by another run
+        return mlflow_client.get_experiment_by_name(name).experiment_id
+
+
 def run_url(run_id: str, experiment_id: str | None = None, settings: Settings | None = None) -> str:
     base = _tracking_uri(settings).rstrip("/")
     if not base.startswith("http"):
@@ -185,9 +196,9 @@ def register_training(
 
     _activate(settings)
     mlflow_client = client(settings)
-    experiment = mlflow.set_experiment(f"leanops/{name}")
+    experiment_id = _experiment_id(mlflow_client, f"leanops/{name}")
     version = None
-    run = mlflow_client.create_run(experiment.experiment_id, run_name=f"retrain-{training_key[:8]}", tags={
+    run = mlflow_client.create_run(experiment_id, run_name=f"retrain-{training_key[:8]}", tags={
         **lineage.as_tags(), TRAINING_KEY_TAG: training_key, "leanops.model": name, "mlflow.source.git.commit": lineage.git_commit,
     })
     run_id = run.info.run_id
@@ -237,7 +248,7 @@ def register_training(
         }
         mv = mlflow_client.create_model_version(
             name, source=logged.model_uri, run_id=run_id, tags=version_tags, model_id=logged.model_id,
-            run_link=run_url(run_id, experiment.experiment_id, settings),
+            run_link=run_url(run_id, experiment_id, settings),
         )
         version = str(mv.version)
         mlflow_client.set_registered_model_alias(name, alias, version)
@@ -245,7 +256,7 @@ def register_training(
     except Exception as exc:
         _undo_registration(mlflow_client, name, version, run_id)
         raise RegistrationFailed(f"registering {name} failed ({type(exc).__name__}: {exc}); nothing was registered") from exc
-    return RegistrationResult(name, version, run_id, f"models:/{name}/{version}", True, run_url(run_id, experiment.experiment_id, settings), alias)
+    return RegistrationResult(name, version, run_id, f"models:/{name}/{version}", True, run_url(run_id, experiment_id, settings), alias)
 
 
 def _undo_registration(mlflow_client, name: str, version: str | None, run_id: str) -> None:
@@ -533,9 +544,9 @@ def log_drift_check(
 
     _activate(settings)
     mlflow_client = client(settings)
-    experiment = mlflow.set_experiment(f"leanops/{model}/monitoring")
+    experiment_id = _experiment_id(mlflow_client, f"leanops/{model}/monitoring")
     run = mlflow_client.create_run(
-        experiment.experiment_id,
+        experiment_id,
         run_name=f"drift-{batch_uri.rsplit('/', 1)[-1]}",
         tags={"leanops.model": model, "leanops.champion_version": str(version), "leanops.batch_uri": batch_uri,
               "leanops.drift_status": result.status},
@@ -556,7 +567,7 @@ def log_drift_check(
     except Exception:
         mlflow_client.set_terminated(run_id, "FAILED")
         raise
-    base = run_url(run_id, experiment.experiment_id, settings)
+    base = run_url(run_id, experiment_id, settings)
     return run_id, (f"{base}/artifacts/drift/report.html" if base.startswith("http") else base)
 
 
@@ -608,8 +619,7 @@ def log_study(
 
     mlflow_client = client(settings)
     experiment_name = f"leanops/{spec.name}"
-    experiment = mlflow_client.get_experiment_by_name(experiment_name)
-    experiment_id = experiment.experiment_id if experiment else mlflow_client.create_experiment(experiment_name)
+    experiment_id = _experiment_id(mlflow_client, experiment_name)
     found = mlflow_client.search_runs(
         [experiment_id], filter_string=f"tags.`{STUDY_TAG}` = '{result.study_name}'", max_results=1
     )
