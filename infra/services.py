@@ -114,6 +114,24 @@ def s3_bridge(home: Path, wait_seconds: float, env: dict[str, str] | None = None
     )
 
 
+def fork_server(home: Path, socket_path: Path, env: dict[str, str] | None = None) -> Service:
+    """Forks warm flow-run processes for the worker (deployments/forkserver.py); healthy while serving."""
+    heartbeat = home / "run" / "fork-server.heartbeat"
+    return Service(
+        name="fork-server",
+        argv=[str(BIN / "python"), "-m", "deployments.forkserver", "--socket", str(socket_path), "--heartbeat", str(heartbeat)],
+        health_url="",
+        env=dict(env or {}),
+        # Preloading imports Prefect, pandas, sklearn, MLflow, Evidently...: ~10 s idle, more under load.
+        startup_timeout=180.0,
+        heartbeat_file=heartbeat,
+        heartbeat_max_age=30.0,
+        # It stops its running children first (SIGTERM, 10 s grace), as a stopped worker would.
+        stop_grace=15.0,
+        cwd=PROJECT_ROOT,
+    )
+
+
 def prefect_worker(home: Path, api_url: str, pool: str, host: str, health_port: int, env: dict[str, str] | None = None) -> Service:
     """A process worker polling ``pool``; runs flow code from the project root (relative entrypoints)."""
     return Service(

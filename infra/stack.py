@@ -3,7 +3,8 @@
 ``up`` starts, on 127.0.0.1 with all state under ``LEANOPS_HOME`` (default ``.leanops/``):
 moto's S3 + SQS endpoint (then the bucket, the batch queue with its dead-letter queue, and the
 bucket notification for ``<prefix>*<suffix>``), the MLflow tracking server, the Prefect server
-(SQLite), the S3 event bridge and a Prefect process worker on the work pool. Each step is idempotent:
+(SQLite), the S3 event bridge, the fork server that starts flow runs warm, and a Prefect process
+worker on the work pool. Each step is idempotent:
 ``up`` on a running stack only checks it. ``down`` stops everything (process groups, SIGKILL
 fallback). moto keeps its buckets in memory: ``down`` forgets the objects, ``up`` recreates the setup.
 """
@@ -72,15 +73,22 @@ def bridge(settings: Settings) -> Service:
     return services.s3_bridge(settings.home, settings.sqs_wait_seconds, child_env(settings))
 
 
+def fork_server(settings: Settings) -> Service:
+    env = {**services.prefect_env(settings.home, settings.resolved_prefect_api_url), **child_env(settings)}
+    return services.fork_server(settings.home, settings.resolved_fork_server_socket, env)
+
+
 def worker(settings: Settings) -> Service:
+    # The deployments' flow-run command (prefect.yaml) asks the fork server at this socket for a warm process.
+    env = {**child_env(settings), "LEANOPS_FORK_SERVER_SOCKET": str(settings.resolved_fork_server_socket)}
     return services.prefect_worker(
         settings.home, settings.resolved_prefect_api_url, settings.work_pool_name, settings.host,
-        settings.worker_health_port, child_env(settings),
+        settings.worker_health_port, env,
     )
 
 
 def all_services(settings: Settings) -> list[Service]:
-    return [moto(settings), mlflow(settings), prefect(settings), bridge(settings), worker(settings)]
+    return [moto(settings), mlflow(settings), prefect(settings), bridge(settings), fork_server(settings), worker(settings)]
 
 
 # --- setup steps -----------------------------------------------------------------------------------
@@ -139,11 +147,12 @@ def up(settings: Settings) -> None:
     print(f"leanops stack: state in {home}")
     step("S3 + SQS endpoint (moto)", lambda: services.start(moto(settings), home))
     step("bucket, queues, notification", lambda: provision_s3(settings))
-    # The two slow starters (each ~10-30 s, mostly imports and migrations) start side by side.
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    # The three slow starters (each ~10-30 s, mostly imports and migrations) start side by side.
+    with ThreadPoolExecutor(max_workers=3) as pool:
         servers = [
             pool.submit(step, "MLflow tracking server", lambda: services.start(mlflow(settings), home)),
             pool.submit(step, "Prefect server", lambda: services.start(prefect(settings), home)),
+            pool.submit(step, "fork server (warm flow runs)", lambda: services.start(fork_server(settings), home)),
         ]
         for future in servers:
             future.result()
@@ -174,6 +183,8 @@ def describe(service: Service, settings: Settings) -> str:
         running = services.read_pid(service, settings.home) is not None
         polled = f", last poll {age:.0f} s ago" if age is not None and running else ""
         return f"sqs {settings.sqs_queue_name} -> {settings.resolved_prefect_api_url}/events{polled}"
+    if service.name == "fork-server":
+        return f"socket {settings.resolved_fork_server_socket}"
     if service.name == "prefect-worker":
         return f"pool {settings.work_pool_name}  health {service.health_url}"
     return service.health_url

@@ -107,6 +107,17 @@ def s3_bridge(s3_endpoint, prefect_server, settings):
 
 
 @pytest.fixture(scope="session")
+def fork_server(prefect_server, settings):
+    """The fork server a worker started by ``infra.stack.worker`` sends its flow runs to. Yields its log file."""
+    from infra import services, stack
+
+    service = stack.fork_server(settings)
+    services.start(service, HOME)
+    yield service.log_file(HOME)
+    services.stop(service, HOME)
+
+
+@pytest.fixture(scope="session")
 def stack(s3_endpoint, mlflow_server, prefect_server, s3_bridge, settings):
     """Every service of the local stack but the worker: objects put under the incoming prefix become
     leanops.batch.landed events."""

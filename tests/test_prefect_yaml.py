@@ -107,3 +107,15 @@ def test_a_missing_payload_field_fails_or_renders_empty():
     with pytest.raises(InvalidJinja):
         render({"spec": "{{ event.payload.no_such_field }}"}, event)
     assert render({"reason": "degraded on {{ event.payload.no_such_field }}"}, event) == {"reason": "degraded on "}
+
+
+@pytest.mark.parametrize("deployment", DEPLOYMENTS, ids=ident)
+def test_every_deployment_starts_runs_through_the_fork_server_command(deployment):
+    """The command must be a module the worker's Python finds from any directory (the worker runs it
+    in a temporary one) and that falls back to `python -m prefect.engine` by itself."""
+    import importlib.util
+
+    argv = deployment["work_pool"]["job_variables"]["command"].split()
+    assert argv[:2] == ["python", "-m"]
+    spec = importlib.util.find_spec(argv[2])
+    assert spec is not None and spec.origin == str(ROOT / "deployments" / "engine_command.py")

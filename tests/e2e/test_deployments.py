@@ -133,8 +133,9 @@ def deployed(stack, settings):
 
 
 @pytest.fixture(scope="module")
-def worker(deployed, specs_dir, settings):
-    """A real process worker on leanops-pool (1 s polls), finding the specs above by name.
+def worker(deployed, specs_dir, fork_server, settings):
+    """A real process worker on leanops-pool (1 s polls) starting runs through the fork server, finding
+    the specs above by name.
 
     Promotion and rollback triggers are switched off first: each model these tests register would
     otherwise start a promote run (their own tests cover them), costing a minute of a shared CPU."""
@@ -158,6 +159,7 @@ def test_deploy_creates_every_deployment_on_the_pool_with_its_trigger(deployed, 
     for name, deployment_id in deployed.items():
         deployment = api_call(api, "GET", f"/deployments/{deployment_id}").json()
         assert deployment["work_pool_name"] == "leanops-pool", name
+        assert deployment["job_variables"] == {"command": "python -m deployments.engine_command"}, name
         # No `pull:` section: workers run the code from the folder the deploy ran in.
         assert deployment["pull_steps"] == [
             {"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}
@@ -240,7 +242,7 @@ def test_a_storm_of_drift_events_trains_one_challenger(deployed, worker, setting
     assert tasks[second[0]["id"]]["claim_retrain"] == "Completed" and "fit_model" not in tasks[second[0]["id"]]
 
 
-def test_prefect_deployment_run_retrain_weekly_runs_on_the_worker(deployed, worker, specs_dir, settings):
+def test_prefect_deployment_run_retrain_weekly_runs_on_the_worker(deployed, worker, specs_dir, fork_server, settings):
     api = settings.resolved_prefect_api_url
     spec_path = specs_dir / f"{WEEKLY}.yaml"
 
@@ -255,6 +257,8 @@ def test_prefect_deployment_run_retrain_weekly_runs_on_the_worker(deployed, work
     assert run["state_name"] == "Completed"
     assert run["parameters"] == {"spec": str(spec_path), "reason": "schedule"}
     assert len(registry.list_versions(WEEKLY)) == 1
+    # It started warm: forked from the fork server, not a new interpreter.
+    assert f"(flow run {run['id']})" in fork_server.read_text()
 
 
 def test_reconcile_announces_only_batches_no_check_processed(deployed, worker, settings):
