@@ -85,6 +85,22 @@ def land(month: int, settings) -> str:
     return uri
 
 
+def wait_out_cooldown(settings) -> None:
+    """Batches land a month apart; the demo lands them a minute or two apart. Like a month would, let
+    the spec's retrain cooldown (one minute in the demo spec) lapse before the next batch lands, or the
+    drift it may cause would be turned away by the cooldown the previous retrain started."""
+    from leanops.cooldown import retrain_ready_at
+    from leanops.spec import load_spec
+    from tasks.cooldown import last_retrain_at
+
+    spec = load_spec(MODEL, settings.specs_dir)
+    ready_at = retrain_ready_at(last_retrain_at(spec), spec.retrain_window.cooldown_minutes)
+    wait = (ready_at - datetime.now(timezone.utc)).total_seconds() if ready_at else 0.0
+    if wait > 0:
+        print(f"  (retrain cooldown of {spec.retrain_window.cooldown_minutes:g} min: next month lands in {wait:.0f} s)")
+        time.sleep(wait)
+
+
 def champion_summary() -> tuple[str, float | None]:
     from leanops import registry
 
@@ -116,7 +132,9 @@ def story(settings, months: list[int]) -> list[dict]:
 
     rows = []
     for month in months:
+        wait_out_cooldown(settings)
         before = champion_summary()[0]
+        versions_before = len(registry.list_versions(MODEL))
         t_month = datetime.now(timezone.utc)
         uri = land(month, settings)
         key = uri.split("/", 3)[3]
@@ -130,10 +148,13 @@ def story(settings, months: list[int]) -> list[dict]:
             action = f"drift check {check['state_name'] if check else 'never ran'}"
         elif drifted:
             retrain = runs.wait_for("retrain", "on-drift", t_month, 900)
-            promote = runs.wait_for("promote", "on-new-challenger", t_month, 600) if retrain else None
+            registered = len(registry.list_versions(MODEL)) > versions_before
+            promote = runs.wait_for("promote", "on-new-challenger", t_month, 600) if registered else None
             after = champion_summary()[0]
             if retrain is None:
                 action = "drift, but no retrain ran"
+            elif not registered:
+                action = f"retrain {retrain['state_name'].lower()}, no challenger registered (cooldown?)"
             elif promote is None:
                 action = f"retrain {retrain['state_name'].lower()}, nothing new to promote"
             else:

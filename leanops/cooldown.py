@@ -17,11 +17,16 @@ class RetrainGate:
     explanation: str
 
 
+def retrain_ready_at(last_retrain_at: datetime | None, cooldown_minutes: float) -> datetime | None:
+    """When a drift-triggered retrain is allowed again (None: now, no retrain yet)."""
+    return None if last_retrain_at is None else last_retrain_at + timedelta(minutes=cooldown_minutes)
+
+
 def decide_retrain(reason: str, last_retrain_at: datetime | None, cooldown_minutes: float, now: datetime | None = None) -> RetrainGate:
     now = now or datetime.now(timezone.utc)
     if reason not in THROTTLED_REASONS or last_retrain_at is None:
         return RetrainGate(True, reason, last_retrain_at, f"retrain ({reason})")
-    ready_at = last_retrain_at + timedelta(minutes=cooldown_minutes)
+    ready_at = retrain_ready_at(last_retrain_at, cooldown_minutes)
     if now < ready_at:
         wait = (ready_at - now).total_seconds()
         return RetrainGate(

@@ -17,11 +17,15 @@ def _variable_name(spec: Spec) -> str:
     return f"leanops-last-retrain-{spec.name}".replace("_", "-")
 
 
+def last_retrain_at(spec: Spec) -> datetime | None:
+    """When the model's last retrain started (any reason), as recorded by :func:`claim_retrain`."""
+    stored = Variable.get(_variable_name(spec), default=None)
+    return datetime.fromisoformat(stored) if stored else None
+
+
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=1)
 def claim_retrain(spec: Spec, reason: str) -> RetrainGate:
-    stored = Variable.get(_variable_name(spec), default=None)
-    last = datetime.fromisoformat(stored) if stored else None
-    gate = decide_retrain(reason, last, spec.retrain_window.cooldown_minutes)
+    gate = decide_retrain(reason, last_retrain_at(spec), spec.retrain_window.cooldown_minutes)
     if gate.allowed:
         Variable.set(_variable_name(spec), datetime.now(timezone.utc).isoformat(), overwrite=True)
     get_run_logger().info(gate.explanation)

@@ -43,6 +43,7 @@ SETTLE = 3.0
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
 UID = uuid.uuid4().hex[:6]
 STORM, SECOND, WEEKLY, LANDED = f"storm-{UID}", f"second-{UID}", f"weekly-{UID}", f"landed-{UID}"
+SLOW = f"slow-{UID}"  # tunes for up to 5 minutes: a run that is still going when it is cancelled
 # Small but real: 2,000 flights and 60 trees train in a second or two. The flights spec's one-minute
 # cooldown (tuned for the demo) could lapse mid-test on a busy machine: an hour here.
 SMALL_MODEL = {"model__params__n_estimators": 60, "retrain_window__cooldown_minutes": 60}
@@ -101,6 +102,8 @@ def specs_dir(stack, tmp_path_factory):
     for name in (STORM, SECOND, WEEKLY):
         spec_copy(folder, name, retrain_window__prefix=f"windows/{name}/", **SMALL_MODEL)
         storage.write_table(frame, f"s3://{stack.s3_bucket}/windows/{name}/2013-01-04.parquet")
+    spec_copy(folder, SLOW, retrain_window__prefix=f"windows/{WEEKLY}/", tuning__enabled=True,
+              tuning__n_trials=100_000, tuning__timeout_seconds=300, **SMALL_MODEL)
     spec_copy(folder, LANDED)
     return folder
 
@@ -259,6 +262,30 @@ def test_prefect_deployment_run_retrain_weekly_runs_on_the_worker(deployed, work
     assert len(registry.list_versions(WEEKLY)) == 1
     # It started warm: forked from the fork server, not a new interpreter.
     assert f"(flow run {run['id']})" in fork_server.read_text()
+
+
+def test_cancelling_a_run_in_prefect_stops_its_forked_process(deployed, worker, specs_dir, fork_server, settings):
+    """Cancel from the UI (here its API call): the worker signals the flow-run command it started, the
+    command forwards the signal to the process the fork server forked, and the run ends Cancelled."""
+    import re
+
+    api = settings.resolved_prefect_api_url
+    body = {"parameters": {"spec": str(specs_dir / f"{SLOW}.yaml")}}
+    run_id = api_call(api, "POST", f"/deployments/{deployed['retrain/weekly']}/create_flow_run", body).json()["id"]
+
+    def state() -> str:
+        return api_call(api, "GET", f"/flow_runs/{run_id}").json()["state_type"]
+
+    wait_for(lambda: state() == "RUNNING", "the slow retrain to run", 120)
+    forked = wait_for(lambda: re.search(rf"forked pid (\d+): .*\(flow run {run_id}\)", fork_server.read_text()), "its fork")
+    pid = int(forked.group(1))
+    wait_for(lambda: "tune_params" in task_run_states(api, run_id), "tuning to start", 120)
+
+    api_call(api, "POST", f"/flow_runs/{run_id}/set_state", {"state": {"type": "CANCELLING", "name": "Cancelling"}, "force": True})
+
+    wait_for(lambda: state() == "CANCELLED", "the run to be Cancelled", 90)
+    wait_for(lambda: f"pid {pid} exited" in fork_server.read_text(), "the forked process to exit", 60)
+    assert len(registry.list_versions(SLOW)) == 0  # nothing half-registered
 
 
 def test_reconcile_announces_only_batches_no_check_processed(deployed, worker, settings):
