@@ -4,6 +4,7 @@
     python -m forkserver_target sleep                prints its pid, then sleeps (to be signalled)
     python -m forkserver_target prefect-api-url      the API URL Prefect's settings resolve to
     python -m forkserver_target specs-dir            the specs folder leanops' settings resolve to
+    python -m forkserver_target random               a draw from random's and numpy's global generators
 """
 
 import json
@@ -28,6 +29,12 @@ def main() -> None:
         from prefect.settings import get_current_settings
 
         print(get_current_settings().api.url)
+    if action == "random":
+        import random
+
+        import numpy
+
+        print(random.random(), numpy.random.random())
     if action == "specs-dir":
         from leanops.settings import get_settings
 

@@ -198,6 +198,19 @@ def test_leanops_settings_in_a_run_come_from_the_run_environment(server, tmp_pat
     assert "starting cold" not in done.stderr
 
 
+def test_each_run_draws_its_own_random_numbers_as_a_new_process_would():
+    """Forks share the server's generator state unless the library reseeds after a fork (the standard
+    library and numpy do, via os.register_at_fork): a run must not repeat another run's draws."""
+    started = Server(preload=["numpy", TARGET])
+    try:
+        draws = [run_client(started.socket, "random").stdout.split() for _ in range(3)]
+    finally:
+        started.stop()
+
+    assert len({stdlib for stdlib, _ in draws}) == 3, draws
+    assert len({numpy for _, numpy in draws}) == 3, draws
+
+
 def test_a_socket_path_too_long_for_unix_sockets_is_a_clear_error():
     with pytest.raises(ValueError, match="LEANOPS_FORK_SERVER_SOCKET to a shorter path"):
         ForkServer(Path("/tmp") / ("x" * 120) / "s.sock").serve()
