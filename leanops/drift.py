@@ -632,14 +632,21 @@ def append_history(
 ) -> pd.DataFrame:
     """Append one check to the parquet history at ``uri`` (local path or s3://) and return the table.
 
-    Read-modify-write of one object: two checks of the same history finishing at the same instant
-    can lose one row. Drift checks of a model run one at a time (one flow per batch, serially), so
-    this is accepted; use one history URI per model to keep the window small.
+    A batch checked again against the same champion (a retried task, a re-announced object) replaces
+    its row rather than counting twice towards drift persistence. Read-modify-write of one object:
+    callers that may run side by side must serialise per history (tasks/monitor.py holds a per-model
+    lock), or one check can drop another's row.
     """
     from leanops import storage
 
     record = history_record(result, model=model, version=version, batch_uri=batch_uri, checked_at=checked_at)
     history = read_history(uri, settings)
+    same_check = (
+        (history["model"] == model)
+        & (history["batch_uri"] == batch_uri)
+        & (history["version"].fillna("").astype(str) == ("" if version is None else str(version)))
+    )
+    history = history[~same_check]
     row = pd.DataFrame([record]).astype(_HISTORY_DTYPES)
     table = row if history.empty else pd.concat([history[list(HISTORY_COLUMNS)].astype(_HISTORY_DTYPES), row], ignore_index=True)
     storage.write_table(table, uri, settings)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -12,8 +11,8 @@ from leanops.registry import ModelVersionInfo
 from leanops.results import Batch, DriftPersistence, DriftResult, MonitorOutcome
 from leanops.settings import get_settings
 from leanops.spec import Spec
+from tasks._locks import model_lock
 from tasks._policies import BY_FINGERPRINT, RETRY_IO
-
 
 
 def artifact_key(spec: Spec, what: str) -> str:
@@ -56,11 +55,15 @@ def compute_drift(batch: Batch, champion: ModelVersionInfo, spec: Spec) -> Drift
 
 @task(cache_policy=NO_CACHE, **RETRY_IO)
 def record_drift_check(result: DriftResult, batch: Batch, champion: ModelVersionInfo, spec: Spec) -> DriftPersistence:
-    """Append the check to the model's drift history and say whether drift holds for K of the last N checks."""
-    history = drift.append_history(
-        monitoring.history_uri(spec.name), result, model=spec.name, version=champion.version, batch_uri=batch.uri
-    )
-    persistence = drift.drift_persists(history, model=spec.name, k=spec.drift.persistence_k, n=spec.drift.persistence_n)
+    """Append the check to the model's drift history and say whether drift holds for K of the last N checks.
+
+    The history is one object, read then rewritten: checks of one model that finish together (batches
+    landing at once run side by side) take turns under the model's lock, or one would drop the other's row."""
+    with model_lock(spec.name, "drift-history"):
+        history = drift.append_history(
+            monitoring.history_uri(spec.name), result, model=spec.name, version=champion.version, batch_uri=batch.uri
+        )
+        persistence = drift.drift_persists(history, model=spec.name, k=spec.drift.persistence_k, n=spec.drift.persistence_n)
     get_run_logger().info("drift in %d of the last %d conclusive checks", persistence.drift_checks, persistence.checks_considered)
     return persistence
 

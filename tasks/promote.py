@@ -7,9 +7,6 @@ Alias moves run inside a Prefect global concurrency limit of one slot per model,
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Iterator
-
 from prefect import get_run_logger, runtime, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
@@ -26,34 +23,8 @@ from leanops.results import (
     SmokeTestResult,
 )
 from leanops.spec import Spec
+from tasks._locks import model_lock
 from tasks._policies import BY_FINGERPRINT, RETRY_IO
-
-LOCK_TIMEOUT_SECONDS = 300.0
-
-
-def lock_name(model_name: str) -> str:
-    return f"leanops-aliases-{model_name}"
-
-
-@contextmanager
-def model_lock(model_name: str, timeout_seconds: float = LOCK_TIMEOUT_SECONDS) -> Iterator[None]:
-    """Hold the model's alias lock: a global concurrency limit with one slot, created on first use."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
-    from prefect.concurrency.sync import concurrency
-    from prefect.exceptions import ObjectAlreadyExists
-
-    name = lock_name(model_name)
-    with get_client(sync_client=True) as client:
-        try:
-            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1, active=True))
-        except ObjectAlreadyExists:
-            existing = client.read_global_concurrency_limit_by_name(name)
-            if existing.limit != 1 or not existing.active:  # a lock with two slots (or none) locks nothing
-                client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(limit=1, active=True))
-    # strict: never proceed unlocked if the limit vanished meanwhile.
-    with concurrency(name, occupy=1, timeout_seconds=timeout_seconds, strict=True):
-        yield
 
 
 def _run_url() -> str:
@@ -140,7 +111,7 @@ def remember_approval(decision: PromotionDecision, approval: Approval) -> Approv
 @task(cache_policy=NO_CACHE, **RETRY_IO)
 def apply_decision(spec: Spec, decision: PromotionDecision) -> AliasChange:
     """Under the model's lock: re-read the champion, move aliases if the decision still holds, record it."""
-    with model_lock(spec.registered_model_name):
+    with model_lock(spec.registered_model_name, "aliases"):
         change = registry.apply_promotion(decision, _run_url())
     logger = get_run_logger()
     logger.info("%s v%s: %s", change.action, change.version, change.reason)
@@ -183,7 +154,7 @@ def compare_on_batch(spec: Spec, current: ModelVersionInfo, previous: ModelVersi
 @task(cache_policy=NO_CACHE, **RETRY_IO)
 def apply_rollback(spec: Spec, current: ModelVersionInfo, target: ModelVersionInfo, check: RollbackCheck | None, reason: str) -> AliasChange:
     by = f"rollback ({runtime.flow_run.name or 'by hand'})"
-    with model_lock(spec.registered_model_name):
+    with model_lock(spec.registered_model_name, "aliases"):
         change = registry.apply_rollback(spec.registered_model_name, current.version, target.version, check, reason, by, _run_url())
     get_run_logger().info("%s: champion v%s -> v%s (%s)", change.action, change.champion_before, change.champion_after, change.reason)
     create_markdown_artifact(

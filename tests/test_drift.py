@@ -331,3 +331,20 @@ def test_history_on_s3(s3_endpoint, settings, reference, july, spec):
     history = drift.read_history(uri)
     assert list(history["batch_uri"]) == ["s3://b/1.parquet", "s3://b/2.parquet"]
     assert drift.drift_persists(history, model="flights-delay", k=2, n=2).persists
+
+
+def test_a_batch_checked_again_against_the_same_champion_replaces_its_row(tmp_path, reference, held_back, july, spec):
+    uri = str(tmp_path / "history.parquet")
+    drifted, steady = drift.compute_drift(reference, july, spec), drift.compute_drift(reference, held_back, spec)
+    start = datetime(2013, 8, 1, tzinfo=timezone.utc)
+
+    drift.append_history(uri, drifted, model="m", version="1", batch_uri="s3://b/7.parquet", checked_at=start)
+    drift.append_history(uri, drifted, model="m", version="1", batch_uri="s3://b/7.parquet", checked_at=start + timedelta(hours=1))
+    drift.append_history(uri, steady, model="m", version="2", batch_uri="s3://b/7.parquet", checked_at=start + timedelta(hours=2))
+
+    history = drift.read_history(uri)
+    assert list(zip(history["version"], history["checked_at"])) == [
+        ("1", pd.Timestamp(start + timedelta(hours=1))), ("2", pd.Timestamp(start + timedelta(hours=2))),
+    ]
+    # One drifting check, not two: a retried task must not make drift look persistent.
+    assert drift.drift_persists(history, model="m", k=2, n=2).drift_checks == 1

@@ -267,3 +267,35 @@ def test_drift_alerts_reach_slack_once_within_the_cooldown_after_a_429(champion,
     assert fields["*Drifted features*"] == ", ".join(first.drift.drifted_features)
     assert slack.requests[0]["headers"]["Authorization"] == f"Bearer {SLACK_TOKEN}"
     assert first.drift.report_html_uri in str(posts[0]["blocks"])
+
+
+def test_checks_finishing_together_all_reach_the_drift_history(stack, spec):
+    """Batches that land together are checked side by side; the history is one object read and then
+    rewritten, so without the model's lock a check would drop the rows of those finishing with it."""
+    import uuid
+
+    from prefect import flow
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    from leanops.results import Batch
+    from support import sample_drift_result
+    from tasks.monitor import record_drift_check
+
+    model = f"history-race-{uuid.uuid4().hex[:6]}"
+    model_spec = spec.model_copy(update={"name": model})
+    champion = registry.ModelVersionInfo(name=model, version="1", run_id="-", model_uri="-", source="-")
+    batches = [
+        Batch(uri=f"s3://{stack.s3_bucket}/incoming/{model}/{i}.parquet", fingerprint=str(i), frame=pd.DataFrame())
+        for i in range(6)
+    ]
+
+    @flow(task_runner=ThreadPoolTaskRunner(max_workers=6))
+    def check_side_by_side() -> None:
+        futures = [record_drift_check.submit(sample_drift_result(), batch, champion, model_spec) for batch in batches]
+        for future in futures:
+            future.result()
+
+    check_side_by_side()
+
+    history = drift.read_history(monitoring.history_uri(model))
+    assert sorted(history["batch_uri"]) == sorted(batch.uri for batch in batches)
