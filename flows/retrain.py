@@ -17,7 +17,7 @@ from tasks.publish import publish_event
 from tasks.register import register_model
 from tasks.spec import load_model_spec
 from tasks.train import fit_model
-from tasks.tune import log_tuning, tune_params
+from tasks.tune import choose_params, log_tuning, tune_params
 from tasks.validate import validate_batch
 
 
@@ -41,10 +41,10 @@ def retrain(
     batch = load_batch(batch_uri, model_spec)
     validate_batch(batch, model_spec)
     features = build_features(batch, model_spec)
-    tuned = None
+    params = None
     if model_spec.tuning.enabled if tune is None else tune:
-        tuned = log_tuning(tune_params(features, model_spec), model_spec)
-    trained = fit_model(features, model_spec, tuned.best_params if tuned else None)
+        params = choose_params(log_tuning(tune_params(features, model_spec), model_spec), model_spec).params
+    trained = fit_model(features, model_spec, params)
     evaluation = evaluate_model(trained, features, model_spec, find_champion(model_spec))
     registration = register_model(model_spec, trained, evaluation, features, batch)
     if registration.created:

@@ -119,6 +119,20 @@ class TuningResult:
 
 
 @dataclass(frozen=True)
+class ParamsChoice:
+    """Which parameters a retrain trains with after tuning, and why."""
+
+    params: dict[str, Any] | None
+    """The tuned parameters, or None: the spec's own."""
+    study_name: str
+    explanation: str
+
+    @property
+    def tuned(self) -> bool:
+        return self.params is not None
+
+
+@dataclass(frozen=True)
 class StudyPlan:
     """A study ready for workers: what is left of the budget, split into one share per worker."""
 

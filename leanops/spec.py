@@ -135,6 +135,9 @@ class TuningSpec(_Frozen):
     n_estimators: int = 400
     early_stopping_rounds: int = 30
     search_space: dict[str, SearchDim] = Field(default_factory=lambda: dict(DEFAULT_SEARCH_SPACE))
+    min_improvement: float = Field(default=0.001, ge=0)
+    """Train with the tuned parameters only if they beat the spec's own on the validation split by at
+    least this much (primary metric); a smaller gain is noise the holdout will not confirm."""
 
 
 class DriftSpec(_Frozen):

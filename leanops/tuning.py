@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from leanops.errors import TuningFailed
-from leanops.results import StudyPlan, TrialBatchResult, TuningResult
+from leanops.results import ParamsChoice, StudyPlan, TrialBatchResult, TuningResult
 from leanops.spec import SearchDim, Spec
 
 if TYPE_CHECKING:
@@ -508,6 +508,20 @@ def summarize_study(spec: Spec, *, study_name: str, storage: str | None = None, 
         trials=table,
         report_html=render_report(study, spec, table) if report else "",
     )
+
+
+def choose_params(result: TuningResult, min_improvement: float) -> ParamsChoice:
+    """The study's best parameters if they beat the spec's own (its enqueued default trial) on the
+    validation split by at least ``min_improvement``; otherwise None, i.e. train with the spec's."""
+    improvement = result.improvement
+    if improvement is None:
+        return ParamsChoice(result.best_params, result.study_name,
+                            f"tuned parameters ({result.metric} {result.best_value:.5f}): the spec's own were not evaluated")
+    gain = f"{result.metric} {result.best_value:.5f} vs {result.default_value:.5f} with the spec's parameters"
+    if improvement >= min_improvement and result.best_params:
+        return ParamsChoice(result.best_params, result.study_name, f"tuned parameters: {gain} (+{improvement:.5f})")
+    return ParamsChoice(None, result.study_name,
+                        f"the spec's parameters: tuning gained {improvement:+.5f} ({gain}), below the {min_improvement:g} required")
 
 
 def tune(

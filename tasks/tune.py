@@ -20,7 +20,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from leanops import registry, tuning
-from leanops.results import FeatureSet, StudyPlan, TrialBatchResult, TuningResult
+from leanops.results import FeatureSet, ParamsChoice, StudyPlan, TrialBatchResult, TuningResult
 from leanops.spec import Spec
 from tasks._policies import BY_FINGERPRINT, RETRY_IO
 
@@ -104,6 +104,14 @@ def summarize_tuning(spec: Spec, plan: StudyPlan) -> TuningResult:
     result = tuning.summarize_study(spec, study_name=plan.study_name, storage=plan.storage)
     _report(result)
     return result
+
+
+@task(cache_policy=NO_CACHE, retries=0)
+def choose_params(result: TuningResult, spec: Spec) -> ParamsChoice:
+    """Tuned parameters only when they clearly beat the spec's own on the validation split."""
+    choice = tuning.choose_params(result, spec.tuning.min_improvement)
+    get_run_logger().info("training with %s", choice.explanation)
+    return choice
 
 
 @task(

@@ -220,3 +220,30 @@ def test_tune_params_task_is_cached_across_runs_by_data_and_spec(spec, features,
     assert (first_state, second_state) == ("Completed", "Cached")
     assert second.best_params == first.best_params
     assert len(_trial_states(storage, first.study_name)) == 3
+
+
+def _study(best: float, default: float | None, direction: str = "maximize"):
+    from leanops.results import TuningResult
+
+    return TuningResult(
+        study_name="s", best_params={"max_depth": 7, "n_estimators": 120}, best_value=best, default_value=default,
+        n_trials=20, n_complete=20, n_failed=0, n_pruned=0, metric="roc_auc" if direction == "maximize" else "log_loss",
+        direction=direction,
+    )
+
+
+def test_tuned_parameters_are_used_only_when_they_clearly_beat_the_specs_own():
+    # Measured on the flights: the study's best beat the spec's parameters by 0.00002 on validation
+    # and then lost on the holdout (0.7027 vs 0.7081). A gain that small is noise.
+    noise = tuning.choose_params(_study(0.71733, 0.71731), min_improvement=0.001)
+    clear = tuning.choose_params(_study(0.7250, 0.7173), min_improvement=0.001)
+    worse = tuning.choose_params(_study(0.7173, 0.7173), min_improvement=0.0)
+
+    assert not noise.tuned and noise.params is None and "below the 0.001 required" in noise.explanation
+    assert clear.tuned and clear.params == {"max_depth": 7, "n_estimators": 120}
+    assert worse.tuned  # no threshold: the default trial's own score (a tie) is kept as tuned
+    # Lower is better for a loss: a drop of 0.01 is a gain.
+    assert tuning.choose_params(_study(0.45, 0.46, "minimize"), min_improvement=0.005).tuned
+    assert not tuning.choose_params(_study(0.46, 0.45, "minimize"), min_improvement=0.0).tuned
+    # Without the default trial's score there is nothing to compare with: the best found is used.
+    assert tuning.choose_params(_study(0.70, None), min_improvement=0.001).tuned

@@ -111,7 +111,9 @@ def test_a_failing_mlflow_call_leaves_no_version_and_no_moved_alias(trained):
 def test_retrain_with_tuning_trains_on_the_study_best_params(stack, tmp_path):
     from flows.retrain import retrain
 
-    spec_path = spec_copy(tmp_path, "retrain-tuned", tuning__n_trials=4, tuning__n_estimators=120, tuning__timeout_seconds=120)
+    # Any gain counts here: the study's best must reach the model (the threshold has its own test below).
+    spec_path = spec_copy(tmp_path, "retrain-tuned", tuning__n_trials=4, tuning__n_estimators=120,
+                          tuning__timeout_seconds=120, tuning__min_improvement=0.0)
     uri = str(tmp_path / "h1.parquet")
     storage.write_table(datasets.flights_sample(range(1, 7), rows_per_month=700, seed=11), uri)
     result = retrain(spec=str(spec_path), batch_uri=uri, tune=True)
@@ -126,3 +128,20 @@ def test_retrain_with_tuning_trains_on_the_study_best_params(stack, tmp_path):
     params = registry.client().get_run(info.run_id).data.params
     assert best and all(params[name] == value for name, value in best.items() if name in params), (best, params)
     assert params["n_estimators"] == best["n_estimators"]
+
+
+def test_retrain_keeps_the_specs_parameters_when_tuning_gains_too_little(stack, tmp_path):
+    from flows.retrain import retrain
+
+    spec_path = spec_copy(tmp_path, "retrain-tuned-kept", tuning__n_trials=3, tuning__n_estimators=120,
+                          tuning__timeout_seconds=120, tuning__min_improvement=0.5)  # no study gains 0.5 ROC AUC
+    uri = str(tmp_path / "h1.parquet")
+    storage.write_table(datasets.flights_sample(range(1, 7), rows_per_month=700, seed=11), uri)
+
+    result = retrain(spec=str(spec_path), batch_uri=uri, tune=True)
+
+    assert result.created
+    params = registry.client().get_run(registry.get_alias("retrain-tuned-kept", registry.CHALLENGER).run_id).data.params
+    spec_params = load_spec(spec_path).model.params
+    assert params["n_estimators"] == str(spec_params["n_estimators"])  # 300, not the study's early-stopped count
+    assert params["max_depth"] == str(spec_params["max_depth"])
