@@ -41,12 +41,12 @@ def retrain(
     batch = load_batch(batch_uri, model_spec)
     validate_batch(batch, model_spec)
     features = build_features(batch, model_spec)
-    params = None
+    tuning = None
     if model_spec.tuning.enabled if tune is None else tune:
-        params = choose_params(log_tuning(tune_params(features, model_spec), model_spec), model_spec).params
-    trained = fit_model(features, model_spec, params)
+        tuning = choose_params(log_tuning(tune_params(features, model_spec), model_spec), model_spec)
+    trained = fit_model(features, model_spec, tuning.params if tuning else None)
     evaluation = evaluate_model(trained, features, model_spec, find_champion(model_spec))
-    registration = register_model(model_spec, trained, evaluation, features, batch)
+    registration = register_model(model_spec, trained, evaluation, features, batch, tuning=tuning)
     if registration.created:
         publish_event(
             events.model_registered(

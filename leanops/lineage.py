@@ -7,7 +7,7 @@ import subprocess
 from functools import lru_cache
 from importlib import metadata
 
-from leanops.results import Lineage, combine_fingerprints
+from leanops.results import Lineage, ParamsChoice, combine_fingerprints
 from leanops.settings import PROJECT_ROOT
 
 
@@ -36,7 +36,10 @@ def leanops_version() -> str:
         return "0+unknown"
 
 
-def build_lineage(data_uri: str, data_fingerprint: str, spec_hash: str, flow_run_id: str | None, sources: tuple[str, ...] = ()) -> Lineage:
+def build_lineage(
+    data_uri: str, data_fingerprint: str, spec_hash: str, flow_run_id: str | None, sources: tuple[str, ...] = (),
+    tuning: ParamsChoice | None = None,
+) -> Lineage:
     return Lineage(
         git_commit=git_commit(),
         data_uri=data_uri,
@@ -45,6 +48,8 @@ def build_lineage(data_uri: str, data_fingerprint: str, spec_hash: str, flow_run
         leanops_version=leanops_version(),
         flow_run_id=flow_run_id,
         data_sources=sources,
+        tuning_study=tuning.study_name if tuning else None,
+        params_choice=tuning.explanation if tuning else "",
     )
 
 

@@ -170,6 +170,10 @@ class Lineage:
     leanops_version: str
     flow_run_id: str | None = None
     data_sources: tuple[str, ...] = ()
+    tuning_study: str | None = None
+    """The Optuna study run before training (its MLflow run holds the trials), if any."""
+    params_choice: str = ""
+    """Why the model trained with tuned or with the spec's parameters."""
 
     def as_tags(self) -> dict[str, str]:
         tags = {
@@ -182,6 +186,9 @@ class Lineage:
         }
         if self.data_sources:
             tags["leanops.data_sources"] = ",".join(self.data_sources)[:4900]
+        if self.tuning_study:
+            tags["leanops.tuning_study"] = self.tuning_study
+            tags["leanops.params_choice"] = self.params_choice[:4900]
         return tags
 
 

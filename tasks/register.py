@@ -7,7 +7,7 @@ from prefect.artifacts import create_link_artifact
 from prefect.cache_policies import NO_CACHE
 
 from leanops import lineage, registry
-from leanops.results import Batch, EvalResult, FeatureSet, RegistrationResult, TrainResult
+from leanops.results import Batch, EvalResult, FeatureSet, ParamsChoice, RegistrationResult, TrainResult
 from leanops.spec import Spec
 from tasks._policies import RETRY_IO
 
@@ -19,9 +19,12 @@ from tasks._policies import RETRY_IO
     **RETRY_IO,
 )
 def register_model(
-    spec: Spec, train: TrainResult, evaluation: EvalResult, features: FeatureSet, batch: Batch, alias: str = registry.CHALLENGER
+    spec: Spec, train: TrainResult, evaluation: EvalResult, features: FeatureSet, batch: Batch,
+    alias: str = registry.CHALLENGER, tuning: ParamsChoice | None = None,
 ) -> RegistrationResult:
-    run_lineage = lineage.build_lineage(batch.uri, batch.fingerprint, spec.spec_hash, runtime.flow_run.id, batch.sources)
+    run_lineage = lineage.build_lineage(
+        batch.uri, batch.fingerprint, spec.spec_hash, runtime.flow_run.id, batch.sources, tuning=tuning
+    )
     key = lineage.training_key(run_lineage, train.fingerprint)
     result = registry.register_training(spec, train, evaluation, features, run_lineage, key, alias=alias)
     logger = get_run_logger()

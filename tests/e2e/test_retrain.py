@@ -128,6 +128,9 @@ def test_retrain_with_tuning_trains_on_the_study_best_params(stack, tmp_path):
     params = registry.client().get_run(info.run_id).data.params
     assert best and all(params[name] == value for name, value in best.items() if name in params), (best, params)
     assert params["n_estimators"] == best["n_estimators"]
+    tags = registry.client().get_run(info.run_id).data.tags
+    assert tags["leanops.tuning_study"] == study_runs[0].data.tags[registry.STUDY_TAG]
+    assert tags["leanops.params_choice"].startswith("tuned parameters")
 
 
 def test_retrain_keeps_the_specs_parameters_when_tuning_gains_too_little(stack, tmp_path):
@@ -145,3 +148,5 @@ def test_retrain_keeps_the_specs_parameters_when_tuning_gains_too_little(stack, 
     spec_params = load_spec(spec_path).model.params
     assert params["n_estimators"] == str(spec_params["n_estimators"])  # 300, not the study's early-stopped count
     assert params["max_depth"] == str(spec_params["max_depth"])
+    choice = registry.client().get_run(registry.get_alias("retrain-tuned-kept", registry.CHALLENGER).run_id).data.tags["leanops.params_choice"]
+    assert "below the 0.5 required" in choice
