@@ -77,9 +77,20 @@ def wait_for_approval(decision: PromotionDecision, model_spec: Spec) -> Approval
         # Each poll is an API call: every second for short waits (resumes within ~1 s), every 5 s for long ones.
         answer = pause_flow_run(wait_for_input=form, timeout=math.ceil(timeout), poll_interval=1 if timeout <= 300 else 5)
     except FlowPauseTimeout:
-        # The server ends this run Failed ("never resumed") once it finishes; the rejection is recorded first.
+        _go_on_after_expired_pause("no approval within the timeout: recorded as a rejection")
         return promotion.timeout_approval(timeout)
     return remember_approval(decision, promotion.human_approval(answer.approve, answer.approver, answer.reason))
+
+
+def _go_on_after_expired_pause(message: str) -> None:
+    """The run is still Paused on the server, which can no longer resume it: it would end Failed, as if
+    the promotion had broken. No answer is an answer here (a rejection), so the run takes itself back
+    to Running and ends as the decision it records."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Running
+
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(runtime.flow_run.id, Running(message=message), force=True)
 
 
 if __name__ == "__main__":
