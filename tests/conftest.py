@@ -89,6 +89,11 @@ def prefect_server(settings):
     service = services.prefect_server(HOME, settings.host, settings.prefect_port)
     services.start(service, HOME)
     yield settings.resolved_prefect_api_url
+    # Send the logs still buffered while the server is up: at exit, Prefect's log worker would retry
+    # a stopped server for about a minute.
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=10)
     services.stop(service, HOME)
 
 
