@@ -96,11 +96,6 @@ def recv_frame(sock: socket.socket, max_fds: int = 0) -> tuple[dict[str, Any], l
     return message, fds
 
 
-def returncode_of(wait_status: int) -> int:
-    """Like ``Popen.returncode``: the exit code, or minus the signal that killed the process."""
-    return os.waitstatus_to_exitcode(wait_status)
-
-
 # --- the client ------------------------------------------------------------------------------------
 
 

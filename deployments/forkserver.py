@@ -40,7 +40,6 @@ from deployments.engine_command import (
     STANDARD_STREAMS,
     ProtocolError,
     recv_frame,
-    returncode_of,
     send_frame,
 )
 
@@ -278,7 +277,7 @@ class ForkServer:
                 return
             conn = self._children.pop(pid, None)
             self._kill_at.pop(pid, None)
-            returncode = returncode_of(status)
+            returncode = os.waitstatus_to_exitcode(status)  # as Popen.returncode: -N if killed by signal N
             log.info("pid %d exited with %d", pid, returncode)
             if conn is None:
                 continue

@@ -177,7 +177,7 @@ def is_healthy(service: Service, since: float | None = None) -> bool:
     return time.time() - mtime <= service.heartbeat_max_age
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -195,7 +195,7 @@ def read_pid(service: Service, home: Path) -> int | None:
     if not pid_file.exists():
         return None
     pid = int(pid_file.read_text().strip() or 0)
-    return pid if pid and _alive(pid) else None
+    return pid if pid and process_alive(pid) else None
 
 
 def start(service: Service, home: Path, extra_env: dict[str, str] | None = None) -> int:
@@ -244,7 +244,7 @@ def stop(service: Service, home: Path, grace: float | None = None) -> bool:
     except ProcessLookupError:
         pass
     deadline = time.monotonic() + grace
-    while time.monotonic() < deadline and _alive(pid):
+    while time.monotonic() < deadline and process_alive(pid):
         try:  # reap it if it is our child
             os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:

@@ -12,37 +12,18 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
 from deployments.forkserver import ForkServer
+from infra.services import process_alive
+from support import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
 TARGET = "forkserver_target"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:  # a zombie has exited; only its parent has not reaped it yet
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
-def _wait_until(condition, what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Server:
@@ -58,7 +39,7 @@ class Server:
             cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT,
             env={**os.environ, "PYTHONPATH": str(TESTS), "LEANOPS_FORK_SERVER_PRELOAD": json.dumps(preload), **(env or {})},
         )
-        _wait_until(lambda: heartbeat.exists() or self.process.poll() is not None, "the fork server to serve", 120)
+        wait_for(lambda: heartbeat.exists() or self.process.poll() is not None, "the fork server to serve", 120)
         assert self.process.poll() is None, self.output()
 
     def output(self) -> str:
@@ -153,7 +134,7 @@ def test_sigterm_to_the_client_reaches_the_run_and_the_client_dies_of_it(server)
     client.send_signal(signal.SIGTERM)
 
     assert client.wait(timeout=20) == -signal.SIGTERM  # what the worker would see from a cold process
-    _wait_until(lambda: not _alive(child_pid), "the run to end")
+    wait_for(lambda: not process_alive(child_pid), "the run to end", 20.0)
     assert f"pid {child_pid} exited with -15" in server.output()
 
 
@@ -163,7 +144,7 @@ def test_a_killed_client_does_not_leave_its_run_behind(server):
     client.kill()
     client.wait(timeout=10)
 
-    _wait_until(lambda: not _alive(child_pid), "the orphaned run to be terminated")
+    wait_for(lambda: not process_alive(child_pid), "the orphaned run to be terminated", 20.0)
     assert f"client of pid {child_pid} has gone" in server.output()
 
 
@@ -173,7 +154,7 @@ def test_stopping_the_server_stops_its_runs_and_tells_their_clients(server):
     assert server.stop() == 0
 
     assert client.wait(timeout=20) == -signal.SIGTERM
-    assert not _alive(child_pid)
+    assert not process_alive(child_pid)
     assert not server.socket.exists()
 
 
