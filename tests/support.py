@@ -38,12 +38,42 @@ def wait_for_events(api_url: str, event_name: str, resource_id: str | None = Non
     return found
 
 
-def task_run_states(api_url: str, flow_run_id: str) -> dict[str, str]:
-    """Task name -> state name of every task run of a flow run."""
+# Task runs reach the server as events, after the fact: a task run can be listed before its first state is
+# recorded (its state is null), and a finished flow run's tasks can still show an earlier state. Every read
+# of task runs therefore waits for what it needs instead of taking the first answer.
+FINAL_TASK_STATE_TYPES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
+def _task_runs(api_url: str, flow_run_id: str) -> list[dict]:
     body = {"flow_runs": {"id": {"any_": [str(flow_run_id)]}}, "limit": 200}
     response = httpx.post(f"{api_url}/task_runs/filter", json=body, timeout=10)
     response.raise_for_status()
-    return {run["name"].rsplit("-", 1)[0]: run["state"]["name"] for run in response.json()}
+    return response.json()
+
+
+def _task_name(run: dict) -> str:
+    return run["name"].rsplit("-", 1)[0]
+
+
+def task_run_states(api_url: str, flow_run_id: str, expect: tuple[str, ...] = (), timeout: float = 60.0) -> dict[str, str]:
+    """Task name -> final state name of every task run of a finished flow run.
+
+    Waits until every task run the server lists has a final state and every task named in ``expect``
+    is among them, so an assertion on a state or on a task's absence reads the settled record."""
+
+    def settled():
+        runs = _task_runs(api_url, flow_run_id)
+        if not all(run["state_type"] in FINAL_TASK_STATE_TYPES for run in runs):
+            return None
+        states = {_task_name(run): run["state_name"] for run in runs}
+        return states if set(expect) <= states.keys() else None
+
+    return wait_for(settled, f"the task runs of flow run {flow_run_id} to settle (expecting {expect})", timeout, 0.3)
+
+
+def started_task_names(api_url: str, flow_run_id: str) -> set[str]:
+    """Names of the task runs of a flow run that is still going whose first state is recorded."""
+    return {_task_name(run) for run in _task_runs(api_url, flow_run_id) if run["state_type"] is not None}
 
 
 def spec_copy(tmp_path: Path, name: str, **overrides) -> Path:
