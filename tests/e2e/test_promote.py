@@ -317,12 +317,20 @@ def _answer_while_running(thread: threading.Thread, tag: str, **run_input) -> in
     answered = 0
     deadline = time.monotonic() + 180
     with get_client(sync_client=True) as client:
+        def paused_run():
+            # The thread may not have created its run yet: no run is "not paused", not an error.
+            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[tag])))
+            return runs[0] if runs and runs[0].state is not None and runs[0].state.is_paused() else None
+
         while thread.is_alive() and time.monotonic() < deadline:
-            (run,) = client.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[tag])))
-            if run.state is not None and run.state.is_paused():
+            run = paused_run()
+            if run is not None:
                 _answer(tag, **run_input)
                 answered += 1
-                time.sleep(1.5)  # until the run has left this pause
+                # Until the run has left this pause (a second look too soon would answer it twice).
+                leave_by = time.monotonic() + 30
+                while thread.is_alive() and paused_run() is not None and time.monotonic() < leave_by:
+                    time.sleep(0.2)
             time.sleep(0.3)
     thread.join(10)
     assert not thread.is_alive()
