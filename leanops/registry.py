@@ -372,6 +372,38 @@ def get_model_tags(name: str, settings: Settings | None = None) -> dict[str, str
         raise ModelNotFound(f"no registered model {name!r}") from exc
 
 
+def get_model_tag(name: str, key: str, settings: Settings | None = None) -> str | None:
+    """One tag of the registered model; None when the model or the tag does not exist. Any other
+    failure (MLflow unreachable) raises: a dead server never reads as "no tag"."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        tags = client(settings).get_registered_model(name).tags or {}
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    return tags.get(key)
+
+
+def set_model_tag(name: str, key: str, value: str | None, settings: Settings | None = None) -> None:
+    """Set (or, with ``value=None``, delete) one tag of the registered model, creating the model
+    when it has no version yet (a tag can describe a model before its first training)."""
+    from mlflow.exceptions import MlflowException
+
+    mlflow_client = client(settings)
+    if value is None:
+        if get_model_tag(name, key, settings) is not None:
+            mlflow_client.delete_registered_model_tag(name, key)
+        return
+    try:
+        mlflow_client.set_registered_model_tag(name, key, value)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        mlflow_client.create_registered_model(name, tags={key: value})
+
+
 # --- promotion and rollback: resolving versions, smoke tests, alias moves, the audit trail ------
 # Alias moves below must run inside the model's lock (tasks/promote.py): they read the champion,
 # decide what to do from that reading, and write.
