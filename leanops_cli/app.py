@@ -1,0 +1,50 @@
+"""The ``leanops`` command and its sub-commands (``leanops --help``)."""
+
+from __future__ import annotations
+
+import os
+
+import typer
+
+from leanops_cli import model_commands, run_commands, spec_commands
+
+app = typer.Typer(
+    name="leanops",
+    help="Train, check, promote, roll back and retire the models described by specs/*.yaml.\n\n"
+    "Example: leanops spec init churn --data churn.csv --target churn",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def _connect() -> None:
+    """Point Prefect's client at the server leanops is configured for (LEANOPS_PREFECT_API_URL, default: the
+    local stack) unless PREFECT_API_URL says otherwise: a fresh shell then reaches the running stack
+    instead of starting a throwaway in-memory Prefect server. Runs before any command imports Prefect."""
+    if not os.environ.get("PREFECT_API_URL"):
+        from leanops.settings import get_settings
+
+        os.environ["PREFECT_API_URL"] = get_settings().resolved_prefect_api_url
+
+
+app.add_typer(spec_commands.app, name="spec")
+for command in (
+    run_commands.retrain, run_commands.promote, run_commands.rollback,
+    model_commands.status, model_commands.history, model_commands.retire, model_commands.reinstate,
+):
+    app.command()(command)
+
+
+def main() -> None:
+    try:
+        app()
+    except Exception as exc:  # noqa: BLE001 - an unreachable service, a bug: one line to the user, not a traceback
+        from leanops_cli.output import errors
+
+        errors.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}", highlight=False, soft_wrap=True)
+        if os.environ.get("LEANOPS_DEBUG"):
+            raise
+        raise SystemExit(1) from exc
