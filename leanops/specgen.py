@@ -25,8 +25,8 @@ from leanops.spec import Spec, parse_spec
 MAX_LISTED_CATEGORIES = 50
 # A string target with at most this many distinct values is a multiclass label.
 MAX_CLASSES = 20
-# Ranges are widened by this share of the seen range, so the next batch's extremes still pass.
-RANGE_MARGIN = 0.1
+# Ranges are widened by this share of the seen range's width: the next batch's rare values still pass.
+RANGE_MARGIN = 1.0
 SAMPLE_ROWS = 200_000
 # A feature this rank-correlated with the label is often known only after the label (a leak).
 LEAK_CORRELATION = 0.5
@@ -97,7 +97,7 @@ def _leave_out_reason(name: str, series: pd.Series, dtype: str) -> str | None:
         return f"left out: one value only ({_plain(non_null.iloc[0])})"
     if dtype == "datetime":
         return "left out: a timestamp (pass --time to split on it, then derive calendar features)"
-    if dtype == "string" and n_distinct > MAX_LISTED_CATEGORIES and n_distinct > 0.5 * len(non_null):
+    if dtype == "string" and n_distinct > MAX_LISTED_CATEGORIES and n_distinct > 0.2 * len(non_null):
         return f"left out: {n_distinct:,} distinct values in {len(non_null):,} rows (an identifier or free text)"
     return None
 
@@ -208,11 +208,11 @@ def leak_warning(feature: pd.Series, label: pd.Series | None) -> str:
 
 
 def _widen(low: float, high: float, dtype: str) -> tuple[float, float]:
-    span = high - low
-    margin = span * RANGE_MARGIN if span > 0 else max(abs(high) * RANGE_MARGIN, 1.0)
-    wide_low, wide_high = low - margin, high + margin
-    if low >= 0 > wide_low:
-        wide_low = 0.0  # never negative in the sample: a negative value is a broken batch, not drift
+    """Bounds that catch a broken batch (wrong sign, wrong unit), not a rare value: one seen range's width
+    beyond the seen extremes, and 0 below a column never negative in the sample (counts and amounts)."""
+    span = high - low if high > low else max(abs(high), 1.0)
+    wide_low = 0.0 if low >= 0 else low - RANGE_MARGIN * span
+    wide_high = high + RANGE_MARGIN * span
     if dtype == "integer":
         return float(math.floor(wide_low)), float(math.ceil(wide_high))
     return _round(wide_low, math.floor), _round(wide_high, math.ceil)
@@ -239,7 +239,7 @@ def column_rule(series: pd.Series, dtype: str, role: str) -> tuple[dict[str, Any
     if dtype in ("integer", "number") and len(non_null):
         low, high = float(non_null.min()), float(non_null.max())
         rule["min"], rule["max"] = _widen(low, high, dtype)
-        seen.append(f"seen {low:g}..{high:g}, widened {RANGE_MARGIN:.0%}")
+        seen.append(f"seen {low:g}..{high:g}, widened by the range's width{' (never negative)' if low >= 0 else ''}")
     if dtype == "string":
         n_distinct = non_null.nunique()
         if n_distinct <= MAX_LISTED_CATEGORIES:
