@@ -121,11 +121,11 @@ def story(settings, months: list[int]) -> list[dict]:
         key = f"{settings.s3_incoming_prefix}{MODEL}/2013-{month:02d}.parquet"
         runs.wait_for("drift-monitor", "on-new-batch", t0, 600, lambda r, k=key: r["parameters"].get("key") == k)
 
-    print("First retrain on the landed window (retrain/weekly, run by hand) ...")
+    print("First retrain on the landed window (retrain/on-schedule, run by hand) ...")
     t1 = datetime.now(timezone.utc)
     from prefect.deployments import run_deployment
 
-    first = run_deployment("retrain/weekly", parameters={"reason": "manual"}, timeout=1200)
+    first = run_deployment("retrain/on-schedule", parameters={"spec": MODEL, "reason": "manual"}, timeout=1200)
     print(f"  retrain: {first.state.name}")
     promoted = runs.wait_for("promote", "on-new-challenger", t1, 600)
     print(f"  promote: {promoted['state_name'] if promoted else 'no run'}; champion v{champion_summary()[0]}")

@@ -12,6 +12,7 @@ from tasks.ingest import load_batch
 from tasks.manifest import mark_processed, mark_rejected_batch
 from tasks.monitor import compute_drift, note_no_champion, record_drift_check, resolve_target
 from tasks.publish import publish_event
+from tasks.retirement import is_model_retired, note_retired
 from tasks.spec import load_model_spec
 from tasks.validate import validate_batch
 
@@ -24,6 +25,10 @@ def drift_monitor(spec: str = "", batch_uri: str = "", bucket: str = "", key: st
     """
     target = resolve_target(spec, batch_uri, bucket, key, version_id)
     model_spec = load_model_spec(target.spec)
+    if is_model_retired(model_spec):
+        outcome = note_retired(model_spec, target.batch_uri)
+        mark_processed(outcome)
+        return outcome
     champion = find_champion(model_spec)
     if champion is None:
         outcome = note_no_champion(model_spec, target.batch_uri)

@@ -14,7 +14,7 @@ from tasks.spec import load_model_spec
 
 
 @flow(name="alias-history", log_prints=True)
-def history(spec: str = "flights-delay") -> list[AliasChange]:
+def history(spec: str) -> list[AliasChange]:
     """Print every promotion, rejection and rollback of the model, oldest first."""
     model_spec = load_model_spec(spec)
     changes = read_alias_history(model_spec)

@@ -37,7 +37,7 @@ class ApprovalInput(RunInput):
 
 
 @flow(name="promote", log_prints=True)
-def promote(spec: str = "flights-delay", version: str | None = None, batch_uri: str | None = None, approval: str | None = None) -> AliasChange:
+def promote(spec: str, version: int | str | None = None, batch_uri: str | None = None, approval: str | None = None) -> AliasChange:
     """Promote ``version`` (default: the ``challenger`` alias) of the model described by ``spec`` if it passes its gates."""
     model_spec = load_model_spec(spec)
     mode = promotion.approval_mode(model_spec.promotion, approval)

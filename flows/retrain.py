@@ -15,6 +15,7 @@ from tasks.featurize import build_features
 from tasks.ingest import load_batch
 from tasks.publish import publish_event
 from tasks.register import register_model
+from tasks.retirement import is_model_retired
 from tasks.spec import load_model_spec
 from tasks.train import fit_model
 from tasks.tune import choose_params, log_tuning, tune_params
@@ -23,7 +24,7 @@ from tasks.validate import validate_batch
 
 @flow(name="retrain", log_prints=True, on_failure=[alert_on_failure])
 def retrain(
-    spec: str = "flights-delay",
+    spec: str,
     batch_uri: str | None = None,
     reason: Literal["manual", "schedule", "drift"] = "manual",
     tune: bool | None = None,
@@ -32,10 +33,12 @@ def retrain(
 
     ``batch_uri``: one parquet/CSV object, or a prefix ending in ``/`` (the spec's retrain window of
     landed batches); empty means the spec's window prefix. ``reason``: manual, schedule or drift
-    (drift-triggered retrains respect the spec's cooldown). ``tune``: run the Optuna study first
+    (drift-triggered retrains respect the spec's cooldown; a retired model retrains only by hand). ``tune``: run the Optuna study first
     (default: the spec's ``tuning.enabled``).
     """
     model_spec = load_model_spec(spec)
+    if reason != "manual" and is_model_retired(model_spec):
+        return None
     if not claim_retrain(model_spec, reason).allowed:
         return None
     batch = load_batch(batch_uri, model_spec)

@@ -16,7 +16,7 @@ from tasks.validate import validate_batch
 
 
 @flow(name="rollback", log_prints=True)
-def rollback(spec: str = "flights-delay", to_version: str | None = None, batch_uri: str | None = None, reason: str = "") -> AliasChange:
+def rollback(spec: str, to_version: int | str | None = None, batch_uri: str | None = None, reason: str = "") -> AliasChange:
     """Roll the champion of ``spec`` back; with ``batch_uri``, only if the target scores better on that batch ("kept" otherwise)."""
     model_spec = load_model_spec(spec)
     current, target = find_rollback_candidates(model_spec, to_version)

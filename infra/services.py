@@ -15,10 +15,10 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from leanops.settings import LOCAL_AWS_CREDENTIALS
+
 BIN = Path(sys.executable).parent
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-# moto accepts any credentials, but boto3 refuses to sign a request without some.
-LOCAL_AWS_ENV = {"AWS_ACCESS_KEY_ID": "leanops", "AWS_SECRET_ACCESS_KEY": "leanops", "AWS_DEFAULT_REGION": "us-east-1"}
+LOCAL_AWS_ENV = {**LOCAL_AWS_CREDENTIALS, "AWS_DEFAULT_REGION": "us-east-1"}
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,9 @@ class Service:
     heartbeat_file: Path | None = None
     heartbeat_max_age: float = 60.0
     stop_grace: float = 10.0
-    cwd: Path | None = None  # default: the state folder
+    # Default: the state folder. Services that run project code (specs, flows) start in the folder the
+    # stack was started from: the project, wherever leanops itself is installed.
+    cwd: Path | None = None
 
     def pid_file(self, home: Path) -> Path:
         return home / "run" / f"{self.name}.pid"
@@ -128,7 +130,7 @@ def fork_server(home: Path, socket_path: Path, env: dict[str, str] | None = None
         heartbeat_max_age=30.0,
         # It stops its running children first (SIGTERM, 10 s grace), as a stopped worker would.
         stop_grace=15.0,
-        cwd=PROJECT_ROOT,
+        cwd=Path.cwd(),
     )
 
 
@@ -152,7 +154,7 @@ def prefect_worker(home: Path, api_url: str, pool: str, host: str, health_port: 
         },
         # It ignores SIGTERM for 20-30 s: do not wait that long before SIGKILL.
         stop_grace=3.0,
-        cwd=PROJECT_ROOT,
+        cwd=Path.cwd(),
     )
 
 

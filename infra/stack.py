@@ -135,8 +135,6 @@ def ensure_work_pool(settings: Settings) -> bool:
 def up(settings: Settings) -> None:
     home = settings.home
     home.mkdir(parents=True, exist_ok=True)
-    # This process talks to moto too (provisioning): it needs the same placeholder credentials.
-    os.environ.update({k: v for k, v in child_env(settings).items() if k.startswith("AWS_")})
     started = time.monotonic()
 
     def step(label: str, action) -> None:

@@ -52,6 +52,10 @@ class TransientIOError(LeanopsError):
     """A retryable I/O failure (network, throttling, 5xx)."""
 
 
+class StorageCredentialsMissing(LeanopsError):
+    """The object store needs credentials and none are configured: a setup problem, not an outage."""
+
+
 class MalformedNotification(LeanopsError):
     """A queue message is not an S3 notification we can read; the bridge dead-letters it."""
 
@@ -73,5 +77,5 @@ class TuningFailed(LeanopsError):
 # Failures that retrying cannot fix: tasks never retry these.
 NEVER_RETRY = (
     SpecError, BatchReadError, ContractViolation, NoChampion, ModelNotFound, GateFailed, MalformedNotification, AliasConflict,
-    DriftInputError,
+    DriftInputError, StorageCredentialsMissing,
 )

@@ -2,6 +2,9 @@
 
 One model, no work at import time: call :func:`get_settings` where a value is needed.
 The defaults describe the embedded single-machine stack started by ``infra/stack.py``.
+
+Folders default to the working directory of the process that runs: the project checkout (in
+production, the code a worker pulled), never the folder leanops happens to be installed in.
 """
 
 from __future__ import annotations
@@ -12,15 +15,18 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# moto accepts any credentials, but boto3 refuses to sign a request without some: the local stack's
+# processes, and any shell talking to the local endpoint, use these unless AWS credentials are set.
+LOCAL_AWS_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "leanops", "AWS_SECRET_ACCESS_KEY": "leanops"}
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LEANOPS_", env_file=".env", extra="ignore", frozen=True)
 
-    # Where the local stack keeps its state (databases, artifacts, logs, pids).
-    home: Path = PROJECT_ROOT / ".leanops"
-    specs_dir: Path = PROJECT_ROOT / "specs"
+    # Where local state lives (the stack's databases, artifacts, logs, pids; caches, journals).
+    home: Path = Field(default_factory=lambda: Path.cwd() / ".leanops")
+    # One YAML per model; read from the code that runs, so specs travel with it.
+    specs_dir: Path = Field(default_factory=lambda: Path.cwd() / "specs")
 
     host: str = "127.0.0.1"
     prefect_port: int = 4200
@@ -99,6 +105,11 @@ class Settings(BaseSettings):
         if self.s3_endpoint_url:
             return self.s3_endpoint_url
         return f"http://{self.host}:{self.s3_port}" if self.s3_use_local_endpoint else None
+
+    @property
+    def uses_local_s3(self) -> bool:
+        """True when S3 is the local stack's own endpoint (moto), which any credentials open."""
+        return self.s3_use_local_endpoint and not self.s3_endpoint_url
 
     @property
     def resolved_monitoring_root(self) -> str:

@@ -183,6 +183,34 @@ class RetrainWindowSpec(_Frozen):
     """A drift-triggered retrain is skipped when the model was retrained less than this ago."""
 
 
+class ScheduleSpec(_Frozen):
+    """When the model retrains on its window of landed batches. One scheduler (prefect.yaml's
+    ``schedule/every-5-minutes``) starts the retrains that are due, so a new spec needs no deployment."""
+
+    cron: str | None = "0 2 * * 0"
+    """Standard five-field cron (default: Sundays 02:00); null: no scheduled retrains."""
+    timezone: str = "UTC"
+    """IANA zone the cron is read in (e.g. Europe/Paris: 02:00 there, daylight saving included)."""
+
+    @model_validator(mode="after")
+    def _check_cron(self) -> "ScheduleSpec":
+        from datetime import datetime
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        from cronsim import CronSim, CronSimError
+
+        try:
+            zone = ZoneInfo(self.timezone)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"schedule.timezone {self.timezone!r} is not an IANA time zone (e.g. UTC, Europe/Paris)") from exc
+        if self.cron is not None:
+            try:
+                CronSim(self.cron, datetime.now(zone))
+            except CronSimError as exc:
+                raise ValueError(f"schedule.cron {self.cron!r} is not a five-field cron expression: {exc}") from exc
+        return self
+
+
 class Spec(_Frozen):
     # The name is also a Prefect artifact key and variable name and an MLflow model name: lowercase
     # letters, digits and dashes are the characters all of them accept.
@@ -201,6 +229,7 @@ class Spec(_Frozen):
     drift: DriftSpec = DriftSpec()
     promotion: PromotionSpec = PromotionSpec()
     retrain_window: RetrainWindowSpec = RetrainWindowSpec()
+    schedule: ScheduleSpec = ScheduleSpec()
 
     @model_validator(mode="after")
     def _check_consistency(self) -> "Spec":

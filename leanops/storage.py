@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -17,8 +18,8 @@ from typing import Any
 
 import pandas as pd
 
-from leanops.errors import BatchReadError, ObjectNotFound, TransientIOError
-from leanops.settings import Settings, get_settings
+from leanops.errors import BatchReadError, ObjectNotFound, StorageCredentialsMissing, TransientIOError
+from leanops.settings import LOCAL_AWS_CREDENTIALS, Settings, get_settings
 
 _PARQUET_MAGIC = b"PAR1"
 
@@ -67,26 +68,43 @@ def _boto_config():
 
 
 @lru_cache(maxsize=16)
-def _client(service: str, endpoint_url: str | None, region: str):
+def _client(service: str, endpoint_url: str | None, region: str, credentials: tuple[tuple[str, str], ...] = ()):
     import boto3
 
-    # Clients are thread-safe and cost ~50 ms to build: one per (service, endpoint, region).
-    return boto3.client(service, endpoint_url=endpoint_url, region_name=region, config=_boto_config())
+    # Clients are thread-safe and cost ~50 ms to build: one per (service, endpoint, region, credentials).
+    return boto3.client(service, endpoint_url=endpoint_url, region_name=region, config=_boto_config(), **dict(credentials))
+
+
+def _credentials(settings: Settings) -> tuple[tuple[str, str], ...]:
+    """Explicit credentials for the local stack's endpoint; () lets boto3 find real ones (env, profile, role).
+
+    The local endpoint accepts any credentials, so a fresh shell (or a machine with an expired AWS
+    profile) works with the stack's own placeholders; credentials set in the environment still win."""
+    if not settings.uses_local_s3 or os.environ.get("AWS_ACCESS_KEY_ID"):
+        return ()
+    return tuple((name.lower(), value) for name, value in LOCAL_AWS_CREDENTIALS.items())
 
 
 def s3_client(settings: Settings | None = None):
     settings = settings or get_settings()
-    return _client("s3", settings.resolved_s3_endpoint_url, settings.aws_region)
+    return _client("s3", settings.resolved_s3_endpoint_url, settings.aws_region, _credentials(settings))
 
 
 def sqs_client(settings: Settings | None = None):
     settings = settings or get_settings()
-    return _client("sqs", settings.resolved_s3_endpoint_url, settings.aws_region)
+    return _client("sqs", settings.resolved_s3_endpoint_url, settings.aws_region, _credentials(settings))
 
 
 def _translate_boto_error(uri: str, exc: Exception) -> Exception:
-    from botocore.exceptions import ClientError, ConnectionError as BotoConnectionError, EndpointConnectionError
+    from botocore.exceptions import (
+        ClientError, ConnectionError as BotoConnectionError, EndpointConnectionError, NoCredentialsError, PartialCredentialsError,
+    )
 
+    if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
+        return StorageCredentialsMissing(
+            f"{uri}: no AWS credentials ({exc}); set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE or an "
+            "instance role, or use the local stack's endpoint (LEANOPS_S3_USE_LOCAL_ENDPOINT=true)"
+        )
     if isinstance(exc, ClientError):
         code = exc.response.get("Error", {}).get("Code", "")
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)

@@ -22,9 +22,10 @@ PAYLOAD_FIELD = re.compile(r"event\.payload\.(\w+)")
 
 # Full names as `prefect deployment run '<flow>/<deployment>'` takes them (the README and issue 5 use these).
 EXPECTED = {
-    "retrain/weekly", "retrain/on-drift", "drift-monitor/on-new-batch", "promote/on-new-challenger",
-    "rollback/manual", "rollback/on-degraded", "reconcile/hourly",
+    "schedule/every-5-minutes", "retrain/on-schedule", "retrain/on-drift", "drift-monitor/on-new-batch",
+    "promote/on-new-challenger", "rollback/manual", "rollback/on-degraded", "reconcile/hourly",
 }
+MODELS = {path.stem for path in (ROOT / "specs").glob("*.yaml")}
 
 
 def ident(deployment: dict) -> str:
@@ -62,9 +63,53 @@ def test_the_deployments_are_the_documented_ones():
 @pytest.mark.parametrize("deployment", DEPLOYMENTS, ids=ident)
 def test_entrypoint_imports_and_its_parameters_validate(deployment):
     flow = load_flow(deployment)
+    # The model a run serves is given when it starts (the trigger, the scheduler or the caller names it).
+    given = {"spec": "any-model"} if "spec" in flow.parameters.required else {}
 
-    flow.validate_parameters(deployment.get("parameters") or {})
+    flow.validate_parameters({**given, **(deployment.get("parameters") or {})})
     assert deployment["work_pool"]["name"] == "leanops-pool"
+
+
+@pytest.mark.parametrize("deployment", DEPLOYMENTS, ids=ident)
+def test_no_deployment_and_no_flow_parameter_names_a_model(deployment):
+    """Every deployment serves every spec: the model comes from the event, the scheduler or the caller."""
+    import inspect
+
+    flow = load_flow(deployment)
+    defaults = {
+        name: p.default for name, p in inspect.signature(flow.fn).parameters.items() if p.default is not inspect.Parameter.empty
+    }
+    named = {k: v for k, v in {**defaults, **(deployment.get("parameters") or {})}.items() if str(v) in MODELS}
+    assert not named, f"{ident(deployment)} defaults to a model: {named}"
+    assert "schedules" not in deployment or deployment["entrypoint"] != "flows/retrain.py:retrain", "one scheduler for all models"
+
+
+BY_HAND = [d for d in DEPLOYMENTS if not d.get("triggers") and d["entrypoint"] not in ("flows/schedule.py:schedule", "flows/reconcile.py:reconcile")]
+
+
+@pytest.mark.parametrize("deployment", BY_HAND, ids=ident)
+def test_a_run_by_hand_without_a_spec_is_refused_naming_the_parameter(deployment):
+    from prefect.exceptions import ParameterTypeError
+
+    flow = load_flow(deployment)
+
+    with pytest.raises(ParameterTypeError, match="spec"):
+        flow.validate_parameters(deployment.get("parameters") or {})
+
+
+@pytest.mark.parametrize(("entrypoint", "parameter"), [("flows/promote.py:promote", "version"), ("flows/rollback.py:rollback", "to_version")])
+@pytest.mark.parametrize("value", [6, "6", "challenger"])
+def test_a_version_parameter_takes_a_number_as_well_as_text(entrypoint, parameter, value):
+    """`prefect deployment run 'promote/on-new-challenger' --param version=6` sends the number 6: the
+    deployment's parameter schema (checked by the CLI and the server) must accept it."""
+    from prefect.utilities.callables import parameter_schema
+    from prefect.utilities.schema_tools import validate
+
+    flow = load_flow({"entrypoint": entrypoint})
+    schema = parameter_schema(flow).model_dump_for_openapi()
+
+    validate({"spec": "any-model", parameter: value}, schema, raise_on_error=True)
+    assert flow.validate_parameters({"spec": "any-model", parameter: value})[parameter] == value
 
 
 @pytest.mark.parametrize(("deployment", "trigger"), TRIGGERS, ids=[ident(d) for d, _ in TRIGGERS])
