@@ -10,6 +10,22 @@ import httpx
 import yaml
 
 
+# The Prefect server answers 503 (or 429) for errors a client should retry, e.g. "database is locked" on
+# SQLite while the machine is busy; Prefect's own client retries those codes, so our raw reads must too.
+RETRYABLE_STATUS = {429, 502, 503}
+
+
+def prefect_request(method: str, url: str, json=None, timeout: float = 15.0, attempts: int = 8) -> httpx.Response:
+    """One call to the Prefect REST API, retried as Prefect's client retries it; raises on any other error."""
+    for attempt in range(attempts):
+        response = httpx.request(method, url, json=json, timeout=timeout)
+        if response.status_code not in RETRYABLE_STATUS or attempt == attempts - 1:
+            break
+        time.sleep(float(response.headers.get("Retry-After") or min(0.25 * 2**attempt, 4.0)))
+    response.raise_for_status()
+    return response
+
+
 def read_events(api_url: str, event_name: str, resource_id: str | None = None, since: datetime | None = None) -> list[dict]:
     """Events as the server stored them (POST /api/events/filter)."""
     filter_: dict = {
@@ -21,9 +37,7 @@ def read_events(api_url: str, event_name: str, resource_id: str | None = None, s
     }
     if resource_id is not None:
         filter_["resource"] = {"id": [resource_id]}
-    response = httpx.post(f"{api_url}/events/filter", json={"filter": filter_, "limit": 50}, timeout=10)
-    response.raise_for_status()
-    return response.json()["events"]
+    return prefect_request("POST", f"{api_url}/events/filter", json={"filter": filter_, "limit": 50}).json()["events"]
 
 
 def wait_for_events(api_url: str, event_name: str, resource_id: str | None = None, count: int = 1, timeout: float = 20.0, since: datetime | None = None) -> list[dict]:
@@ -46,9 +60,7 @@ FINAL_TASK_STATE_TYPES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
 def _task_runs(api_url: str, flow_run_id: str) -> list[dict]:
     body = {"flow_runs": {"id": {"any_": [str(flow_run_id)]}}, "limit": 200}
-    response = httpx.post(f"{api_url}/task_runs/filter", json=body, timeout=10)
-    response.raise_for_status()
-    return response.json()
+    return prefect_request("POST", f"{api_url}/task_runs/filter", json=body).json()
 
 
 def _task_name(run: dict) -> str:

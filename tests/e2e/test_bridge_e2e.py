@@ -8,12 +8,11 @@ import sys
 import time
 import uuid
 
-import httpx
 import pytest
 
 from leanops import storage
 from leanops.events import BATCH_LANDED
-from support import s3_notification, wait_for
+from support import read_events, s3_notification, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -21,13 +20,7 @@ DEADLINE = 30.0  # the events API shows an event once the server's persister flu
 
 
 def landed_events(api_url: str, resource_id: str) -> list[dict]:
-    answer = httpx.post(
-        f"{api_url}/events/filter",
-        json={"filter": {"event": {"name": [BATCH_LANDED]}, "resource": {"id": [resource_id]}}, "limit": 50},
-        timeout=10,
-    )
-    answer.raise_for_status()
-    return answer.json()["events"]
+    return read_events(api_url, BATCH_LANDED, resource_id)
 
 
 def drained(queue_url: str) -> bool:

@@ -23,7 +23,7 @@ import pytest
 from leanops import datasets, events, manifest, registry, storage
 from leanops.bridge import event_document
 from support import (
-    s3_notification, sample_drift_result, spec_copy, started_task_names, task_run_states, wait_for, wait_for_events,
+    prefect_request, s3_notification, sample_drift_result, spec_copy, started_task_names, task_run_states, wait_for, wait_for_events,
 )
 
 pytestmark = pytest.mark.e2e
@@ -55,9 +55,7 @@ SMALL_MODEL = {"model__params__n_estimators": 60, "retrain_window__cooldown_minu
 
 
 def api_call(api: str, method: str, path: str, body=None) -> httpx.Response:
-    response = httpx.request(method, f"{api}{path}", json=body, timeout=15)
-    response.raise_for_status()
-    return response
+    return prefect_request(method, f"{api}{path}", json=body)
 
 
 def runs_of(api: str, deployment_id: str, **parameters) -> list[dict]:
@@ -88,7 +86,7 @@ def automations_of(api: str, deployment_id: str) -> list[dict]:
 
 def delete_runs(api: str, runs: list[dict]) -> None:
     for run in runs:
-        httpx.delete(f"{api}/flow_runs/{run['id']}", timeout=15)
+        prefect_request("DELETE", f"{api}/flow_runs/{run['id']}")
 
 
 # --- fixtures --------------------------------------------------------------------------------------
@@ -133,8 +131,8 @@ def deployed(stack, settings):
             api_call(api, "PATCH", f"/deployments/{ids[name]}/schedules/{schedule['id']}", {"active": False})
     yield ids
     for deployment_id in ids.values():
-        httpx.delete(f"{api}/automations/owned-by/prefect.deployment.{deployment_id}", timeout=15)
-        httpx.delete(f"{api}/deployments/{deployment_id}", timeout=15)
+        prefect_request("DELETE", f"{api}/automations/owned-by/prefect.deployment.{deployment_id}")
+        prefect_request("DELETE", f"{api}/deployments/{deployment_id}")
 
 
 @pytest.fixture(scope="module")

@@ -16,14 +16,13 @@ import contextlib
 import os
 import time
 
-import httpx
 import pandas as pd
 import pytest
 
 from leanops import datasets, drift, events, monitoring, registry, storage
 from leanops.errors import BatchReadError, ContractViolation
 from leanops.spec import load_spec
-from support import read_events, spec_copy, task_run_states
+from support import prefect_request, read_events, spec_copy, task_run_states
 
 pytestmark = pytest.mark.e2e
 
@@ -93,9 +92,7 @@ def batch_events(api_url: str, name: str, batch_uri: str, count: int = 1, timeou
 
 def artifacts_of(api_url: str, flow_run_id) -> dict[str, dict]:
     body = {"artifacts": {"flow_run_id": {"any_": [str(flow_run_id)]}}}
-    response = httpx.post(f"{api_url}/artifacts/filter", json=body, timeout=10)
-    response.raise_for_status()
-    return {a["key"]: a for a in response.json()}
+    return {a["key"]: a for a in prefect_request("POST", f"{api_url}/artifacts/filter", json=body).json()}
 
 
 def test_a_summer_month_drifts_with_events_history_report_and_artifacts(champion, stack):

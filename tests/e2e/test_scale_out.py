@@ -11,12 +11,11 @@ import time
 import uuid
 from pathlib import Path
 
-import httpx
 import pytest
 import yaml
 
 from leanops import datasets, registry, storage
-from support import spec_copy
+from support import prefect_request, spec_copy
 
 pytestmark = pytest.mark.e2e
 
@@ -108,15 +107,14 @@ def test_two_workers_each_run_one_of_two_concurrent_retrains(postgres_prefect, m
     for worker in workers:
         services.start(worker, home)
     try:
-        http = httpx.Client(base_url=api, timeout=30)
         run_ids = []
         for name in names:
-            deployment = http.get(f"/deployments/name/retrain/{name}").json()
-            run_ids.append(http.post(f"/deployments/{deployment['id']}/create_flow_run", json={}).json()["id"])
+            deployment = prefect_request("GET", f"{api}/deployments/name/retrain/{name}").json()
+            run_ids.append(prefect_request("POST", f"{api}/deployments/{deployment['id']}/create_flow_run", json={}).json()["id"])
         deadline = time.monotonic() + 600
         runs = []
         while time.monotonic() < deadline:
-            runs = [http.get(f"/flow_runs/{run_id}").json() for run_id in run_ids]
+            runs = [prefect_request("GET", f"{api}/flow_runs/{run_id}").json() for run_id in run_ids]
             if all(r["state_type"] in {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"} for r in runs):
                 break
             time.sleep(2)
