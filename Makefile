@@ -6,10 +6,14 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup demo test test-fast stack-up stack-down stack-status bench clean
 
-$(STAMP): pyproject.toml
+# Installs the exact versions of uv.lock (the ones the tests pass with), the project itself editable.
+# pyproject.toml keeps ranges for those who install leanops as a library; after changing them, run
+# `$(BIN)/uv lock` and commit uv.lock (--locked stops here while it is stale). --inexact leaves pip and uv,
+# which are not dependencies, in place.
+$(STAMP): pyproject.toml uv.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip uv
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev]'
+	$(BIN)/uv sync --quiet --locked --inexact --extra dev --python $(BIN)/python
 	touch $(STAMP)
 
 setup: $(STAMP)
