@@ -13,7 +13,7 @@ from leanops import promotion
 from leanops.errors import AliasConflict
 from leanops.results import AliasChange, Approval, PromotionDecision
 from leanops.spec import Spec
-from tasks.alert import send_alert
+from tasks.alert import alert_on_failure, send_alert
 from tasks.evaluate import find_champion
 from tasks.ingest import load_batch
 from tasks.promote import (
@@ -36,12 +36,18 @@ class ApprovalInput(RunInput):
     approver: str = ""
 
 
-@flow(name="promote", log_prints=True)
-def promote(spec: str, version: int | str | None = None, batch_uri: str | None = None, approval: str | None = None) -> AliasChange:
-    """Promote ``version`` (default: the ``challenger`` alias) of the model described by ``spec`` if it passes its gates."""
+@flow(name="promote", log_prints=True, on_failure=[alert_on_failure])
+def promote(
+    spec: str, version: int | str | None = None, batch_uri: str | None = None, approval: str | None = None, ask_again: bool = False,
+) -> AliasChange:
+    """Promote ``version`` (default: the ``challenger`` alias) of the model described by ``spec`` if it passes its gates.
+
+    ``ask_again``: ask a person even if one answered this comparison before (implies manual approval).
+    A version a rollback moved away from always waits for a person's new answer."""
     model_spec = load_model_spec(spec)
     mode = promotion.approval_mode(model_spec.promotion, approval)
     challenger = resolve_challenger(model_spec, version)
+    mode, why_asked = promotion.approval_requirement(mode, challenger.tags, ask_again)
     batch = load_batch(batch_uri, model_spec) if batch_uri else None
     if batch is not None:
         validate_batch(batch, model_spec)
@@ -52,7 +58,8 @@ def promote(spec: str, version: int | str | None = None, batch_uri: str | None =
             return already_champion(challenger)
         decision = decide_promotion(model_spec, *evaluate_candidates(model_spec, challenger, champion, batch), smoke)
         if decision.verdict == "promote":
-            decision = decision.with_approval(approval_of(decision, mode) or wait_for_approval(decision, model_spec))
+            answer, earlier = approval_of(model_spec, decision, mode, ask_again)
+            decision = decision.with_approval(answer or wait_for_approval(decision, model_spec, why_asked, earlier))
         change = apply_decision(model_spec, decision)
         if change.action != "stale":
             break
@@ -67,12 +74,14 @@ def promote(spec: str, version: int | str | None = None, batch_uri: str | None =
     return change
 
 
-def wait_for_approval(decision: PromotionDecision, model_spec: Spec) -> Approval:
+def wait_for_approval(decision: PromotionDecision, model_spec: Spec, why_asked: str = "", earlier: str = "") -> Approval:
     """Pause this run until someone answers the form (Slack links to it); no answer in time is a rejection.
     Must run in the flow itself: a task cannot pause its flow run."""
     timeout = model_spec.promotion.approval_timeout_seconds
-    send_alert(promotion.approval_request_alert(decision, runtime.flow_run.ui_url or "", timeout))
-    form = ApprovalInput.with_initial_data(description=decision.markdown(), approve=False)
+    send_alert(promotion.approval_request_alert(decision, runtime.flow_run.ui_url or "", timeout, why_asked, earlier))
+    form = ApprovalInput.with_initial_data(
+        description=promotion.approval_form_text(decision, timeout, why_asked, earlier), approve=False
+    )
     try:
         # Each poll is an API call: every second for short waits (resumes within ~1 s), every 5 s for long ones.
         answer = pause_flow_run(wait_for_input=form, timeout=math.ceil(timeout), poll_interval=1 if timeout <= 300 else 5)

@@ -12,7 +12,7 @@ from tasks.manifest import announce_batches, find_checks_in_flight, find_unproce
 def reconcile(prefix: str = "", min_age_minutes: float = 15.0, limit: int = 100) -> list[str]:
     """Emit ``leanops.batch.landed`` for every object under the incoming prefix (or ``prefix``: a key
     prefix in the bucket or a URI) that the drift-monitor has not marked processed and no unfinished
-    run is about to check. Objects younger than ``min_age_minutes`` are left to their own notification;
+    run is about to check; a batch that landed before its model's spec waits until the spec loads. Objects younger than ``min_age_minutes`` are left to their own notification;
     at most ``limit`` (the oldest) are announced per run, so a first run over a full bucket cannot
     start thousands of checks at once. Returns the announced URIs.
     """

@@ -9,7 +9,7 @@ from prefect import flow
 from leanops import events
 from leanops.results import RegistrationResult
 from tasks.alert import alert_on_failure
-from tasks.cooldown import claim_retrain
+from tasks.cooldown import claim_retrain, confirm_retrain_claim, release_retrain_claim
 from tasks.evaluate import evaluate_model, find_champion
 from tasks.featurize import build_features
 from tasks.ingest import load_batch
@@ -22,7 +22,10 @@ from tasks.tune import choose_params, log_tuning, tune_params
 from tasks.validate import validate_batch
 
 
-@flow(name="retrain", log_prints=True, on_failure=[alert_on_failure])
+@flow(
+    name="retrain", log_prints=True, on_completion=[confirm_retrain_claim],
+    on_failure=[alert_on_failure, release_retrain_claim], on_crashed=[release_retrain_claim], on_cancellation=[release_retrain_claim],
+)
 def retrain(
     spec: str,
     batch_uri: str | None = None,

@@ -7,19 +7,24 @@ from prefect import flow
 
 from leanops import promotion
 from leanops.results import AliasChange
-from tasks.alert import send_alert
+from tasks.alert import alert_on_failure, send_alert
 from tasks.ingest import load_batch
-from tasks.promote import apply_rollback, compare_on_batch, find_rollback_candidates
+from tasks.promote import apply_rollback, compare_on_batch, find_rollback_candidates, keep_champion
 from tasks.publish import publish_event
 from tasks.spec import load_model_spec
 from tasks.validate import validate_batch
 
 
-@flow(name="rollback", log_prints=True)
+@flow(name="rollback", log_prints=True, on_failure=[alert_on_failure])
 def rollback(spec: str, to_version: int | str | None = None, batch_uri: str | None = None, reason: str = "") -> AliasChange:
     """Roll the champion of ``spec`` back; with ``batch_uri``, only if the target scores better on that batch ("kept" otherwise)."""
     model_spec = load_model_spec(spec)
-    current, target = find_rollback_candidates(model_spec, to_version)
+    # A degradation (batch given) with nothing to roll back to is an outcome to report, not a crash.
+    current, target = find_rollback_candidates(model_spec, to_version, missing_ok=bool(batch_uri))
+    if target is None:
+        change = keep_champion(model_spec, current, reason)
+        send_alert(promotion.rollback_alert(change))
+        return change
     check = None
     if batch_uri:
         batch = load_batch(batch_uri, model_spec)

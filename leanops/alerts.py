@@ -71,4 +71,5 @@ def failure_alert(model: str, flow_name: str, run_name: str, run_url: str, error
         title=f"{flow_name} run {run_name} failed",
         fields=(("Error", f"{type(error).__name__}: {error}"[:500] if error else "unknown"),),
         links=(("Flow run", run_url),),
+        topic=flow_name,
     )

@@ -52,6 +52,11 @@ class TransientIOError(LeanopsError):
     """A retryable I/O failure (network, throttling, 5xx)."""
 
 
+class RegistryUnavailable(TransientIOError):
+    """MLflow could not be reached or answered with a server error: retried, then reported. Never read
+    as "no such model" or "no champion"."""
+
+
 class StorageCredentialsMissing(LeanopsError):
     """The object store needs credentials and none are configured: a setup problem, not an outage."""
 
@@ -62,8 +67,6 @@ class MalformedNotification(LeanopsError):
 
 class AliasConflict(LeanopsError):
     """The champion changed while an alias move was being prepared; nothing was moved."""
-
-
 
 
 class DriftInputError(LeanopsError):
@@ -79,3 +82,20 @@ NEVER_RETRY = (
     SpecError, BatchReadError, ContractViolation, NoChampion, ModelNotFound, GateFailed, MalformedNotification, AliasConflict,
     DriftInputError, StorageCredentialsMissing,
 )
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether retrying may fix ``error``: an I/O failure (ours, or the OS's connection refused / timed
+    out), found on the error or on what caused it. Programming errors (TypeError, KeyError ...) and our
+    own verdicts are never transient. Each adapter translates its vendor's network errors into
+    TransientIOError, so nothing here needs to know a vendor."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, NEVER_RETRY):
+            return False
+        if isinstance(current, (TransientIOError, ConnectionError, TimeoutError)):
+            return True
+        current = current.__cause__ or current.__context__
+    return False

@@ -9,6 +9,11 @@ named by a hash of the object's URI and ETag, never one shared table: drift chec
 and a read-modify-write of one file would lose marks (each lost mark re-runs a batch). A put is
 atomic, a marker is written once, and reading the manifest is one listing of marker names.
 
+A batch whose model has no (loadable) spec yet is not processed: it lands before its spec more often
+than not when a team starts. Its check records it as *waiting for a spec* (a marker under
+``<monitoring root>/waiting-for-spec/``); the reconciliation leaves it alone while the spec is still
+missing and announces it again as soon as the spec loads.
+
 Re-announcing is safe only because of the markers: Prefect forgets an event id after 30 minutes
 (an in-memory cache of the trigger service, also lost on a server restart), so the same id
 announced an hour later would start a second run.
@@ -18,12 +23,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta, timezone
 
 from leanops import storage
-from leanops.errors import BatchReadError
+from leanops.errors import BatchReadError, SpecError
 from leanops.settings import Settings, get_settings
 
 _MARKER_SUFFIX = ".json"
@@ -46,6 +51,11 @@ def manifest_root(settings: Settings | None = None) -> str:
     return f"{settings.resolved_monitoring_root.rstrip('/')}/processed"
 
 
+def waiting_root(settings: Settings | None = None) -> str:
+    settings = settings or get_settings()
+    return f"{settings.resolved_monitoring_root.rstrip('/')}/waiting-for-spec"
+
+
 def unversioned(uri: str) -> str:
     return uri.split("?versionId=", 1)[0]
 
@@ -60,6 +70,18 @@ def marker_name(uri: str, identity: str) -> str:
     return digest + _MARKER_SUFFIX
 
 
+def _mark(root: str, batch_uri: str, model: str, status: str, flow_run_id: str, settings: Settings | None) -> ProcessedMark | None:
+    if batch_uri.endswith("/"):
+        return None
+    info = storage.stat(batch_uri, settings)
+    mark = ProcessedMark(
+        uri=unversioned(batch_uri), identity=identity_of(info), model=model, status=status,
+        processed_at=datetime.now(timezone.utc).isoformat(), flow_run_id=flow_run_id,
+    )
+    storage.write_bytes(f"{root}/{marker_name(mark.uri, mark.identity)}", json.dumps(asdict(mark), sort_keys=True).encode(), settings)
+    return mark
+
+
 def mark_processed(batch_uri: str, model: str, status: str, flow_run_id: str = "", settings: Settings | None = None) -> ProcessedMark | None:
     """Record that ``batch_uri`` (one object, optionally version-pinned) was processed; None for a
     prefix (a window of batches checked together is no landed object a listing would show).
@@ -68,16 +90,39 @@ def mark_processed(batch_uri: str, model: str, status: str, flow_run_id: str = "
     ETag; without one, an overwrite during the check is marked instead of the checked content, and
     the overwrite's own notification still starts its own check.
     """
-    if batch_uri.endswith("/"):
-        return None
-    info = storage.stat(batch_uri, settings)
-    mark = ProcessedMark(
-        uri=unversioned(batch_uri), identity=identity_of(info), model=model, status=status,
-        processed_at=datetime.now(timezone.utc).isoformat(), flow_run_id=flow_run_id,
-    )
-    target = f"{manifest_root(settings)}/{marker_name(mark.uri, mark.identity)}"
-    storage.write_bytes(target, json.dumps(asdict(mark), sort_keys=True).encode(), settings)
-    return mark
+    return _mark(manifest_root(settings), batch_uri, model, status, flow_run_id, settings)
+
+
+def mark_waiting_for_spec(batch_uri: str, model: str, why: str, flow_run_id: str = "", settings: Settings | None = None) -> ProcessedMark | None:
+    """Record that ``batch_uri`` could not be checked because ``model`` has no loadable spec yet. It stays
+    unprocessed: the reconciliation announces it again once the spec loads."""
+    return _mark(waiting_root(settings), batch_uri, model, f"waiting for spec: {why}"[:500], flow_run_id, settings)
+
+
+def spec_loads(model: str) -> bool:
+    """Whether the model's spec can be loaded now (from the specs folder the checks use)."""
+    from leanops.spec import load_spec
+
+    try:
+        load_spec(model)
+    except SpecError:
+        return False
+    return True
+
+
+def still_waiting_for_spec(spec_ready: Callable[[str], bool] = spec_loads, settings: Settings | None = None) -> frozenset[str]:
+    """Marker names of the batches waiting for a spec that still does not load (one listing, and one
+    small read per waiting batch: there are few, and they leave once their spec exists)."""
+    waiting = storage.list_objects(waiting_root(settings) + "/", suffix=_MARKER_SUFFIX, settings=settings)
+    ready: dict[str, bool] = {}
+    parked = set()
+    for info in waiting:
+        model = json.loads(storage.read_bytes(info.uri, settings))["model"]
+        if model not in ready:
+            ready[model] = spec_ready(model)
+        if not ready[model]:
+            parked.add(info.uri.rsplit("/", 1)[1])
+    return frozenset(parked)
 
 
 def processed_markers(settings: Settings | None = None) -> frozenset[str]:
@@ -140,8 +185,11 @@ def incoming_uri(prefix: str = "", settings: Settings | None = None) -> str:
 
 
 def find_unprocessed(
-    prefix_uri: str, suffix: str, min_age: timedelta, in_flight: Iterable[str] = (), settings: Settings | None = None
+    prefix_uri: str, suffix: str, min_age: timedelta, in_flight: Iterable[str] = (), settings: Settings | None = None,
+    spec_ready: Callable[[str], bool] = spec_loads,
 ) -> list[storage.ObjectInfo]:
-    """The landed objects under ``prefix_uri`` that no check has processed or is about to (and at least ``min_age`` old)."""
+    """The landed objects under ``prefix_uri`` that no check has processed or is about to (and at least
+    ``min_age`` old), leaving out those still waiting for their model's spec."""
     objects = storage.list_objects(prefix_uri, suffix=suffix, settings=settings)
-    return unprocessed(objects, processed_markers(settings), min_age, in_flight=in_flight)
+    skip = processed_markers(settings) | still_waiting_for_spec(spec_ready, settings)
+    return unprocessed(objects, skip, min_age, in_flight=in_flight)

@@ -78,6 +78,9 @@ class Alert:
     title: str
     fields: tuple[tuple[str, str], ...] = ()
     links: tuple[tuple[str, str], ...] = ()
+    topic: str = ""
+    """Narrows deduplication within a kind (e.g. the flow of a failed run): a failed promote must not
+    be suppressed by the cooldown of a failed drift check of the same model."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "fields", _pairs(self.fields))
@@ -85,7 +88,7 @@ class Alert:
 
     @property
     def dedup_key(self) -> str:
-        return f"{self.model}:{self.kind}"
+        return f"{self.model}:{self.kind}" + (f":{self.topic}" if self.topic else "")
 
     def text(self) -> str:
         """Plain-text fallback (notifications, logs)."""

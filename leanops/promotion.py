@@ -55,8 +55,10 @@ DECIDED_AT_TAG = "leanops.promotion.at"
 FLOW_RUN_TAG = "leanops.promotion.flow_run_url"
 CHAMPION_BEFORE_TAG = "leanops.promotion.champion_before"
 ROLLBACK_TAG_PREFIX = "leanops.rollback."
-# ... a human's answer, per comparison (so a rerun of the same comparison does not ask again) ...
+# ... a human's answer, per comparison (a retry of the run that asked reuses it, within the timeout) ...
 APPROVAL_TAG_PREFIX = "leanops.approval."
+# ... on a version a rollback moved away from: it returns only by a person's new decision ...
+ROLLED_BACK_TAG = "leanops.rolled_back"
 # ... and the append-only history, one registered-model tag per entry (keys sort in time order).
 AUDIT_TAG_PREFIX = "leanops.audit."
 
@@ -331,17 +333,75 @@ def approval_tag_key(decision: PromotionDecision) -> str:
     return f"{APPROVAL_TAG_PREFIX}{decision.comparison_key}"
 
 
-def approval_tag_value(approval: Approval) -> str:
-    return json.dumps({"approved": approval.approved, "by": approval.by, "reason": approval.reason, "at": approval.at})
+def approval_tag_value(approval: Approval, flow_run_id: str) -> str:
+    """A human's answer and the run that asked: only a retry of that run may reuse it."""
+    return json.dumps({"approved": approval.approved, "by": approval.by, "reason": approval.reason, "at": approval.at,
+                       "flow_run_id": flow_run_id})
 
 
-def approval_from_tags(decision: PromotionDecision, tags: dict[str, str]) -> Approval | None:
-    """A human's earlier answer to this very comparison, if the challenger's tags hold one."""
+def approval_from_tags(decision: PromotionDecision, tags: dict[str, str]) -> tuple[Approval, str] | None:
+    """A human's earlier answer to this very comparison and the run that asked for it, if the tags hold one."""
     raw = tags.get(approval_tag_key(decision))
     if not raw:
         return None
     data = json.loads(raw)
-    return Approval(bool(data["approved"]), data.get("by", ""), data.get("reason", ""), data.get("at", ""), source="recorded")
+    answer = Approval(bool(data["approved"]), data.get("by", ""), data.get("reason", ""), data.get("at", ""), source="recorded")
+    return answer, data.get("flow_run_id", "")
+
+
+def _answer_text(answer: Approval) -> str:
+    return f"{'approved' if answer.approved else 'rejected'} by {answer.by} at {answer.at}" + (f" ({answer.reason})" if answer.reason else "")
+
+
+def reusable_approval(
+    decision: PromotionDecision, tags: dict[str, str], flow_run_id: str, timeout_seconds: float,
+    ask_again: bool = False, now: datetime | None = None,
+) -> tuple[Approval | None, str]:
+    """The recorded answer to reuse, and a sentence saying what is reused, or why an earlier answer is not.
+
+    People's answers do not travel: one is reused only by a retry of the run that asked for it, and
+    never once the spec's approval timeout has passed since it was given. Anyone can ask again."""
+    found = approval_from_tags(decision, tags)
+    if found is None:
+        return None, ""
+    answer, asked_by_run = found
+    said = _answer_text(answer)
+    if ask_again:
+        return None, f"An earlier answer ({said}) is not reused: asked again."
+    if not asked_by_run or asked_by_run != flow_run_id:
+        return None, f"An earlier answer ({said}) is not reused: it was given to another run (only a retry of that run reuses it)."
+    given = _parse_time(answer.at)
+    age = ((now or datetime.now(timezone.utc)) - given).total_seconds() if given else math.inf
+    if age > timeout_seconds:
+        return None, f"An earlier answer ({said}) is not reused: it is older than the approval timeout ({timeout_seconds:g} s)."
+    return answer, f"Reused: the answer {said}, given to this run before it was retried."
+
+
+def _parse_time(value: str) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def rolled_back_note(tags: dict[str, str]) -> str:
+    """"" unless a rollback moved the champion away from this version (what, when and why, if so)."""
+    raw = tags.get(ROLLED_BACK_TAG)
+    if not raw:
+        return ""
+    data = json.loads(raw)
+    return f"rolled back away from at {data.get('at', '?')} (to v{data.get('to_version', '?')}: {data.get('reason', '')})"
+
+
+def approval_requirement(mode: ApprovalMode, challenger_tags: dict[str, str], ask_again: bool = False) -> tuple[ApprovalMode, str]:
+    """The approval a promotion of this challenger needs, and why a person is asked (when one is)."""
+    rolled_back = rolled_back_note(challenger_tags)
+    if rolled_back:
+        return "manual", f"This version was {rolled_back}: it returns only by a person's new decision."
+    if ask_again:
+        return "manual", "Asked again: earlier answers are not reused."
+    return mode, ("Approval is manual for this promotion." if mode == "manual" else "")
 
 
 # --- alias moves and the audit trail ------------------------------------------------------------
@@ -441,9 +501,12 @@ def decision_tags(decision: PromotionDecision, change: AliasChange) -> dict[str,
         FLOW_RUN_TAG: change.flow_run_url,
         CHAMPION_BEFORE_TAG: change.champion_before or "",
     }
-    if decision.approval is not None and decision.approval.source == "human":
-        tags[approval_tag_key(decision)] = approval_tag_value(decision.approval)
     return tags
+
+
+def rolled_back_tags(change: AliasChange) -> dict[str, str]:
+    """Tags of the version a rollback moved the champion away from (see :func:`approval_requirement`)."""
+    return {ROLLED_BACK_TAG: json.dumps({"at": change.at, "to_version": change.version, "reason": change.reason[:2000], "by": change.by})}
 
 
 def rollback_tags(change: AliasChange) -> dict[str, str]:
@@ -552,7 +615,17 @@ def _ledger_field(decision: PromotionDecision) -> tuple[str, str]:
     return ("Ledger", "```" + ledger_text(decision, max_rows=20)[:1900] + "```")
 
 
-def approval_request_alert(decision: PromotionDecision, flow_run_url: str, timeout_seconds: float) -> Alert:
+def approval_form_text(decision: PromotionDecision, timeout_seconds: float, why_asked: str = "", earlier: str = "") -> str:
+    """The description above the Resume form: the decision, why a person is asked, what is (not) reused."""
+    notes = [why_asked, earlier,
+             f"Your answer is recorded on v{decision.challenger_version} and reused only if this same run is retried "
+             f"within {timeout_seconds:g} s; any other promotion asks again."]
+    return decision.markdown() + "\n\n" + "\n\n".join(f"> {note}" for note in notes if note)
+
+
+def approval_request_alert(
+    decision: PromotionDecision, flow_run_url: str, timeout_seconds: float, why_asked: str = "", earlier: str = ""
+) -> Alert:
     against = f"replace v{decision.champion_version}" if decision.champion_version else "become the first champion"
     # One dedup key per challenger: a later request must never be swallowed by an earlier one's cooldown.
     return Alert(
@@ -561,6 +634,8 @@ def approval_request_alert(decision: PromotionDecision, flow_run_url: str, timeo
         title=f"v{decision.challenger_version} passed its gates and awaits approval to {against}",
         fields=(
             ("Gates", decision.reason),
+            *((("Why a person", why_asked),) if why_asked else ()),
+            *((("Earlier answer", earlier),) if earlier else ()),
             ("Answer within", f"{timeout_seconds:g} s (no answer = rejected)"),
             _ledger_field(decision),
         ),
@@ -577,12 +652,26 @@ def decision_alert(decision: PromotionDecision, change: AliasChange, model_url: 
     else:
         return None
     links = tuple((label, url) for label, url in (("Flow run", change.flow_run_url), ("Model version", model_url)) if url)
-    return Alert(decision.model_name, kind, title, (("Decided by", change.by), ("Why", change.reason), _ledger_field(decision)), links)
+    approval = decision.approval
+    reused = ((("Answer", f"Reused: the answer {_answer_text(approval)}, given to this run before it was retried"),)
+              if approval is not None and approval.source == "recorded" else ())
+    return Alert(decision.model_name, kind, title,
+                 (("Decided by", change.by), *reused, ("Why", change.reason), _ledger_field(decision)), links)
+
+
+def nothing_to_roll_back_to(model_name: str, champion: str, reason: str, by: str, flow_run_url: str = "") -> AliasChange:
+    """A rollback asked for (e.g. by a degradation) when there is no previous champion: the champion stays,
+    and the people who must act are told why. Not an audit entry: no alias moved."""
+    why = (f"{reason + '; ' if reason else ''}there is no previous-champion to roll back to (v{champion} is the first "
+           "champion, or an earlier rollback already used it): retrain, or roll back to a chosen version (to_version)")
+    return AliasChange(model_name, "kept", str(champion), str(champion), str(champion), None, why, by, utc_now(), flow_run_url, "")
 
 
 def rollback_alert(change: AliasChange) -> Alert | None:
     if change.action == "rolled_back":
         title = f"champion rolled back from v{change.champion_before} to v{change.version}"
+    elif change.action == "kept" and change.version == change.champion_before:
+        title = f"nothing to roll back to: champion v{change.champion_before} stays"
     elif change.action == "kept":
         title = f"rollback to v{change.version} not done: champion v{change.champion_before} kept"
     else:

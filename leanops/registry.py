@@ -8,8 +8,10 @@ params, code) already registered returns the existing version instead of creatin
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
+import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -19,11 +21,10 @@ from typing import Any
 import pandas as pd
 
 from leanops import promotion
-from leanops.errors import AliasConflict, ModelNotFound, NoChampion, RegistrationFailed
+from leanops.errors import AliasConflict, ModelNotFound, NoChampion, RegistrationFailed, RegistryUnavailable
 from leanops.features import model_input_columns
 from leanops.results import (
     AliasChange,
-    Approval,
     EvalResult,
     FeatureSet,
     Lineage,
@@ -76,17 +77,81 @@ def _tracking_uri(settings: Settings | None = None) -> str:
     return (settings or get_settings()).resolved_mlflow_tracking_uri
 
 
+def _http_policy(settings: Settings | None = None) -> None:
+    # MLflow reads its HTTP retry policy from these variables on every request, nowhere else. Its own
+    # default (7 retries, factor 2) spends about four minutes on a dead server before any error: our
+    # task retries own the backoff, so MLflow's stay short and an outage surfaces in seconds.
+    settings = settings or get_settings()
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(settings.mlflow_http_retries)
+    os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = "1"
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(settings.mlflow_http_timeout_seconds)
+
+
 def client(settings: Settings | None = None):
     from mlflow import MlflowClient
 
+    _http_policy(settings)
     return MlflowClient(tracking_uri=_tracking_uri(settings), registry_uri=_tracking_uri(settings))
 
 
 def _activate(settings: Settings | None = None) -> None:
     import mlflow
 
+    _http_policy(settings)
     mlflow.set_tracking_uri(_tracking_uri(settings))
     mlflow.set_registry_uri(_tracking_uri(settings))
+
+
+# --- what an MLflow error means ---------------------------------------------------------------------
+# "Not there" (an absent model, version or alias) is an answer; "MLflow unreachable or failing" is
+# not, and must never be read as one: it becomes RegistryUnavailable, which tasks retry and then report.
+_ABSENT_CODES = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+
+
+def _is_absent(exc: BaseException) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    return isinstance(exc, MlflowException) and exc.error_code in _ABSENT_CODES
+
+
+def _is_unavailable(exc: BaseException) -> bool:
+    """Refused or timed-out connections, and answers 429 / 5xx (from MLflow or a proxy in front of it)."""
+    import requests
+    from mlflow.exceptions import MlflowException, RestException
+
+    if isinstance(exc, (requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError, TimeoutError)):
+        return True
+    if not isinstance(exc, MlflowException):
+        return False
+    # MLflow raises INTERNAL_ERROR for its own client-side mistakes too: only a server's answer or a
+    # failed request ("API request to ... failed") says anything about the server.
+    answered_or_failed = isinstance(exc, RestException) or str(exc.message).startswith("API request to")
+    status = exc.get_http_status_code()
+    return answered_or_failed and (status == 429 or status >= 500)
+
+
+def _unavailable_error(exc: BaseException, what: str, settings: Settings | None = None) -> RegistryUnavailable:
+    return RegistryUnavailable(
+        f"MLflow at {_tracking_uri(settings)} is unreachable or failing ({what}: {type(exc).__name__}: {exc})"[:1000]
+        + "; nothing was read as absent: retry when it is back"
+    )
+
+
+def _speaks_to_mlflow(function):
+    """Turn MLflow being unreachable or failing into RegistryUnavailable; every other error passes unchanged."""
+
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except RegistryUnavailable:
+            raise
+        except Exception as exc:
+            if _is_unavailable(exc):
+                raise _unavailable_error(exc, function.__name__, kwargs.get("settings")) from exc
+            raise
+
+    return wrapper
 
 
 def _experiment_id(mlflow_client, name: str) -> str:
@@ -96,7 +161,9 @@ def _experiment_id(mlflow_client, name: str) -> str:
         return experiment.experiment_id
     try:
         return mlflow_client.create_experiment(name)
-    except Exception:  # noqa: BLE001 - created meanwhile by another run
+    except Exception as exc:  # noqa: BLE001 - created meanwhile by another run (an outage re-raises)
+        if _is_unavailable(exc):
+            raise
         return mlflow_client.get_experiment_by_name(name).experiment_id
 
 
@@ -138,6 +205,7 @@ def _info(mv, mlflow_client, with_metrics: bool = True) -> ModelVersionInfo:
     )
 
 
+@_speaks_to_mlflow
 def find_by_training_key(name: str, training_key: str, settings: Settings | None = None) -> ModelVersionInfo | None:
     mlflow_client = client(settings)
     found = mlflow_client.search_model_versions(f"name = '{name}' and tags.`{TRAINING_KEY_TAG}` = '{training_key}'")
@@ -235,10 +303,12 @@ def register_training(
             )
         try:
             mlflow_client.get_registered_model(name)
-        except Exception:  # noqa: BLE001 - absent: create it (a concurrent creator makes this fail harmlessly)
+        except Exception as exc:  # noqa: BLE001 - absent: create it; anything else is the outer failure
+            if not _is_absent(exc):
+                raise
             try:
                 mlflow_client.create_registered_model(name, description=spec.description)
-            except Exception:  # noqa: BLE001
+            except Exception:  # noqa: BLE001 - a concurrent creator won: it exists now (re-read, or fail)
                 mlflow_client.get_registered_model(name)
         version_tags = {
             **lineage.as_tags(),
@@ -255,6 +325,8 @@ def register_training(
         mlflow_client.set_terminated(run_id, "FINISHED")
     except Exception as exc:
         _undo_registration(mlflow_client, name, version, run_id)
+        if _is_unavailable(exc):
+            raise _unavailable_error(exc, f"registering {name}; nothing was registered", settings) from exc
         raise RegistrationFailed(f"registering {name} failed ({type(exc).__name__}: {exc}); nothing was registered") from exc
     return RegistrationResult(name, version, run_id, f"models:/{name}/{version}", True, run_url(run_id, experiment_id, settings), alias)
 
@@ -274,22 +346,29 @@ def _undo_registration(mlflow_client, name: str, version: str | None, run_id: st
 # --- reading the registry -----------------------------------------------------------------------
 
 
+@_speaks_to_mlflow
 def get_version(name: str, version: str, settings: Settings | None = None) -> ModelVersionInfo:
     mlflow_client = client(settings)
     try:
         mv = mlflow_client.get_model_version(name, str(version))
-    except Exception as exc:  # noqa: BLE001 - MLflow raises its own RestException / MlflowException
-        raise ModelNotFound(f"model {name!r} has no version {version!r}") from exc
+    except Exception as exc:  # noqa: BLE001 - only "absent" becomes ModelNotFound; an outage re-raises
+        if _is_absent(exc):
+            raise ModelNotFound(f"model {name!r} has no version {version!r}") from exc
+        raise
     return _info(mv, mlflow_client)
 
 
+@_speaks_to_mlflow
 def get_alias(name: str, alias: str, settings: Settings | None = None) -> ModelVersionInfo | None:
-    """The version an alias points at, or None when the alias (or the model) does not exist."""
+    """The version an alias points at, or None when the alias (or the model) does not exist.
+    MLflow unreachable or failing raises RegistryUnavailable: an outage never reads as "no champion"."""
     mlflow_client = client(settings)
     try:
         mv = mlflow_client.get_model_version_by_alias(name, alias)
-    except Exception:  # noqa: BLE001
-        return None
+    except Exception as exc:  # noqa: BLE001 - only "absent" is None; an outage re-raises
+        if _is_absent(exc):
+            return None
+        raise
     return _info(mv, mlflow_client)
 
 
@@ -300,20 +379,25 @@ def get_champion(name: str, settings: Settings | None = None) -> ModelVersionInf
     return info
 
 
+@_speaks_to_mlflow
 def model_exists(name: str, settings: Settings | None = None) -> bool:
     try:
         client(settings).get_registered_model(name)
-    except Exception:  # noqa: BLE001
-        return False
+    except Exception as exc:  # noqa: BLE001 - only "absent" is False; an outage re-raises
+        if _is_absent(exc):
+            return False
+        raise
     return True
 
 
+@_speaks_to_mlflow
 def list_versions(name: str, settings: Settings | None = None) -> list[ModelVersionInfo]:
     mlflow_client = client(settings)
     versions = mlflow_client.search_model_versions(f"name = '{name}'")
     return sorted((_info(mv, mlflow_client, with_metrics=False) for mv in versions), key=lambda i: int(i.version))
 
 
+@_speaks_to_mlflow
 def load_model(info: ModelVersionInfo, settings: Settings | None = None) -> Any:
     import mlflow
 
@@ -321,6 +405,7 @@ def load_model(info: ModelVersionInfo, settings: Settings | None = None) -> Any:
     return mlflow.sklearn.load_model(info.model_uri)
 
 
+@_speaks_to_mlflow
 def _read_artifact(run_id: str, artifact: str, read, settings: Settings | None = None):
     """Download one run artifact into a temporary folder, read it with ``read(path)``, remove the copy."""
     import mlflow.artifacts
@@ -345,33 +430,41 @@ def load_feature_importance(info: ModelVersionInfo, settings: Settings | None = 
 # --- changing aliases and tags (promotion, rollback) ---------------------------------------------
 
 
+@_speaks_to_mlflow
 def set_alias(name: str, alias: str, version: str, settings: Settings | None = None) -> None:
     client(settings).set_registered_model_alias(name, alias, str(version))
 
 
+@_speaks_to_mlflow
 def delete_alias(name: str, alias: str, settings: Settings | None = None) -> None:
     client(settings).delete_registered_model_alias(name, alias)
 
 
+@_speaks_to_mlflow
 def set_version_tags(name: str, version: str, tags: dict[str, str], settings: Settings | None = None) -> None:
     mlflow_client = client(settings)
     for key, value in tags.items():
         mlflow_client.set_model_version_tag(name, str(version), key, value)
 
 
+@_speaks_to_mlflow
 def set_model_tags(name: str, tags: dict[str, str], settings: Settings | None = None) -> None:
     mlflow_client = client(settings)
     for key, value in tags.items():
         mlflow_client.set_registered_model_tag(name, key, value)
 
 
+@_speaks_to_mlflow
 def get_model_tags(name: str, settings: Settings | None = None) -> dict[str, str]:
     try:
         return dict(client(settings).get_registered_model(name).tags or {})
-    except Exception as exc:  # noqa: BLE001
-        raise ModelNotFound(f"no registered model {name!r}") from exc
+    except Exception as exc:  # noqa: BLE001 - only "absent" becomes ModelNotFound; an outage re-raises
+        if _is_absent(exc):
+            raise ModelNotFound(f"no registered model {name!r}") from exc
+        raise
 
 
+@_speaks_to_mlflow
 def get_model_tag(name: str, key: str, settings: Settings | None = None) -> str | None:
     """One tag of the registered model; None when the model or the tag does not exist. Any other
     failure (MLflow unreachable) raises: a dead server never reads as "no tag"."""
@@ -386,6 +479,7 @@ def get_model_tag(name: str, key: str, settings: Settings | None = None) -> str 
     return tags.get(key)
 
 
+@_speaks_to_mlflow
 def set_model_tag(name: str, key: str, value: str | None, settings: Settings | None = None) -> None:
     """Set (or, with ``value=None``, delete) one tag of the registered model, creating the model
     when it has no version yet (a tag can describe a model before its first training)."""
@@ -409,6 +503,7 @@ def set_model_tag(name: str, key: str, value: str | None, settings: Settings | N
 # decide what to do from that reading, and write.
 
 
+@_speaks_to_mlflow
 def _alias_version(name: str, alias: str, settings: Settings | None = None) -> str | None:
     """The version an alias points at; None only when MLflow says the alias does not exist
     (any other failure raises, so a flaky read never passes for "no champion")."""
@@ -440,6 +535,7 @@ def resolve_version(name: str, ref: str | None = None, settings: Settings | None
     return info
 
 
+@_speaks_to_mlflow
 def load_pyfunc(info: ModelVersionInfo, settings: Settings | None = None) -> Any:
     """The version as a server loads it (``models:/<name>/<version>``, pyfunc flavour)."""
     import mlflow.pyfunc
@@ -448,6 +544,7 @@ def load_pyfunc(info: ModelVersionInfo, settings: Settings | None = None) -> Any
     return mlflow.pyfunc.load_model(info.model_uri)
 
 
+@_speaks_to_mlflow
 def load_input_example(info: ModelVersionInfo, settings: Settings | None = None) -> pd.DataFrame | None:
     """The input example logged with the model (raw model input columns), or None if none was logged."""
     from mlflow.models import Model
@@ -463,7 +560,9 @@ def smoke_test(info: ModelVersionInfo, spec: Spec, settings: Settings | None = N
     try:
         model = load_pyfunc(info, settings)
         example = load_input_example(info, settings)
-    except Exception as exc:  # noqa: BLE001 - whatever breaks loading breaks serving too
+    except Exception as exc:  # noqa: BLE001 - whatever breaks loading breaks serving too (but an outage is no verdict)
+        if _is_unavailable(exc) or isinstance(exc, RegistryUnavailable):
+            raise
         return SmokeTestResult(info.model_uri, False, 0, f"cannot load: {type(exc).__name__}: {exc}"[:500])
     if example is None or example.empty:
         return SmokeTestResult(info.model_uri, False, 0, "no input example was logged with the model")
@@ -513,15 +612,18 @@ def apply_promotion(decision: PromotionDecision, flow_run_url: str = "", setting
     return change
 
 
-def rollback_candidates(name: str, to_version: str | None = None, settings: Settings | None = None) -> tuple[ModelVersionInfo, ModelVersionInfo]:
-    """(current champion, version to roll back to): ``to_version`` or the ``previous-champion``."""
+def rollback_candidates(
+    name: str, to_version: str | None = None, settings: Settings | None = None, missing_ok: bool = False
+) -> tuple[ModelVersionInfo, ModelVersionInfo | None]:
+    """(current champion, version to roll back to): ``to_version`` or the ``previous-champion``. With no
+    previous champion (none yet, or spent by an earlier rollback): ModelNotFound, or None if ``missing_ok``."""
     if not model_exists(name, settings):
         raise ModelNotFound(f"no registered model {name!r}")
     champion = get_champion(name, settings)
     if to_version is not None:
         return champion, get_version(name, str(to_version), settings)
     previous = get_alias(name, PREVIOUS_CHAMPION, settings)
-    if previous is None:
+    if previous is None and not missing_ok:
         raise ModelNotFound(f"model {name!r} has no {PREVIOUS_CHAMPION!r} to roll back to; pass to_version")
     return champion, previous
 
@@ -549,13 +651,13 @@ def apply_rollback(
         set_alias(name, CHAMPION, str(target), settings)
         if previous is not None:
             delete_alias(name, PREVIOUS_CHAMPION, settings)
+        # No alias leads back to the version rolled away from, and its tag makes any promotion of it
+        # wait for a person's new decision (a plain promote would otherwise judge it again).
+        set_version_tags(name, champion, promotion.rolled_back_tags(change), settings)
+        if _alias_version(name, CHALLENGER, settings) == champion:
+            delete_alias(name, CHALLENGER, settings)
     record_alias_change(change, promotion.rollback_tags(change), settings)
     return change
-
-
-def recorded_approval(decision: PromotionDecision, settings: Settings | None = None) -> Approval | None:
-    """A human's earlier answer to this very comparison (challenger, champion, data), or None."""
-    return promotion.approval_from_tags(decision, get_version(decision.model_name, decision.challenger_version, settings).tags)
 
 
 def alias_history(name: str, settings: Settings | None = None) -> list[AliasChange]:
@@ -567,6 +669,7 @@ def alias_history(name: str, settings: Settings | None = None) -> list[AliasChan
 # --- monitoring runs ----------------------------------------------------------------------------
 
 
+@_speaks_to_mlflow
 def log_drift_check(
     model: str, version: str, batch_uri: str, result: Any, report_html: str, report_json: str, settings: Settings | None = None
 ) -> tuple[str, str]:
@@ -603,6 +706,7 @@ def log_drift_check(
     return run_id, (f"{base}/artifacts/drift/report.html" if base.startswith("http") else base)
 
 
+@_speaks_to_mlflow
 def drift_check_metrics(model: str, batch_uri: str, settings: Settings | None = None) -> dict[str, float]:
     """Metrics of the latest monitoring run for a batch (drift share, per-feature scores, batch metric)."""
     mlflow_client = client(settings)
@@ -640,6 +744,7 @@ def _search_space_params(spec: Spec) -> dict[str, str]:
     return params
 
 
+@_speaks_to_mlflow
 def log_study(
     result: TuningResult, spec: Spec, *, tags: dict[str, str] | None = None, settings: Settings | None = None
 ) -> TuningResult:

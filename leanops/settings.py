@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str | None = None
     # Where MLflow stores artifacts when leanops starts the tracking server (file path or s3:// URI).
     mlflow_artifacts_destination: str | None = None
+    # MLflow client requests: retries per call (task retries come on top) and the timeout of one request.
+    mlflow_http_retries: int = 2
+    mlflow_http_timeout_seconds: int = 60
 
     s3_endpoint_url: str | None = None
     s3_use_local_endpoint: bool = True

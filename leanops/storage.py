@@ -10,6 +10,7 @@ import hashlib
 import io
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
@@ -171,9 +172,16 @@ def write_bytes(uri: str, data: bytes, settings: Settings | None = None) -> str:
         return uri
     path = local_path(uri)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(data)
-    tmp.replace(path)  # atomic: a reader never sees half a file
+    # A temporary name of this write's own, in the same folder (a rename across filesystems is no
+    # rename): two writers of one file each replace it whole, and a reader never sees half a file.
+    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
+    try:
+        with handle:
+            handle.write(data)
+        Path(handle.name).replace(path)
+    except BaseException:
+        Path(handle.name).unlink(missing_ok=True)
+        raise
     return uri
 
 
@@ -236,11 +244,41 @@ def list_objects(prefix_uri: str, suffix: str = "", settings: Settings | None = 
 
 
 def ensure_bucket(bucket: str, settings: Settings | None = None) -> None:
+    """Create the bucket unless it exists. Only "absent" leads to a create and only "already yours"
+    counts as done: an unreachable endpoint or a refusal is an error naming the bucket."""
+    from botocore.exceptions import ClientError
+
     client = s3_client(settings)
+    uri = f"s3://{bucket}"
     try:
         client.head_bucket(Bucket=bucket)
-    except Exception:  # noqa: BLE001 - absent: create it
+        return
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code", "") not in {"404", "NoSuchBucket", "NotFound"}:
+            raise _translate_boto_error(uri, exc) from exc
+    except Exception as exc:  # noqa: BLE001 - translated to our error types
+        raise _translate_boto_error(uri, exc) from exc
+    try:
         client.create_bucket(Bucket=bucket)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        # A concurrent creator got there first: fine if the bucket is ours (S3 says "owned by you";
+        # some endpoints say "exists", so the bucket must then answer us), an error otherwise.
+        if code == "BucketAlreadyOwnedByYou":
+            return
+        if code == "BucketAlreadyExists" and _answers(client, bucket):
+            return
+        raise _translate_boto_error(uri, exc) from exc
+    except Exception as exc:  # noqa: BLE001 - translated to our error types
+        raise _translate_boto_error(uri, exc) from exc
+
+
+def _answers(client, bucket: str) -> bool:
+    try:
+        client.head_bucket(Bucket=bucket)
+    except Exception:  # noqa: BLE001 - the question is only whether the bucket answers us
+        return False
+    return True
 
 
 # --- SQS: the queue behind S3 notifications -----------------------------------------------------

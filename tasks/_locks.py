@@ -1,7 +1,9 @@
 """Per-model locks shared by lifecycle tasks: a Prefect global concurrency limit of one slot each.
 
 They serialise read-modify-write steps across runs, workers and machines (the lock lives in the
-Prefect server): alias moves (promotion, rollback) and appends to a model's drift history.
+Prefect server): alias moves (promotion, rollback), appends to a model's drift history, the retrain
+cooldown's claims, and registration (find-by-training-key then create: two retrains of the same data
+at once, e.g. retrain/weekly and retrain/on-drift, would otherwise both create a version).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from contextlib import contextmanager
 from typing import Iterator, Literal
 
 LOCK_TIMEOUT_SECONDS = 300.0
-LockPurpose = Literal["aliases", "drift-history"]
+LockPurpose = Literal["aliases", "drift-history", "retrain-cooldown", "registration"]
 
 
 def lock_name(model_name: str, purpose: LockPurpose) -> str:

@@ -1,6 +1,7 @@
 """Retry and cache policies shared by every lifecycle task.
 
-Retries are for transient I/O only: a contract violation or a missing model is never retried.
+Retries are for transient I/O only: a contract violation, a missing model or a programming error
+(TypeError, KeyError ...) is never retried.
 Cache keys come from fingerprints (data content hashes, spec hashes) plus the task's source,
 never from hashing a DataFrame or a client, so a cache hit costs milliseconds and crosses runs.
 """
@@ -16,7 +17,7 @@ from prefect.tasks import exponential_backoff
 from prefect.utilities.hashing import hash_objects
 from pydantic import BaseModel
 
-from leanops.errors import NEVER_RETRY
+from leanops.errors import is_transient
 from leanops.spec import Spec
 
 IO_RETRIES = 3
@@ -24,15 +25,26 @@ IO_RETRY_DELAYS = exponential_backoff(backoff_factor=1)  # 1, 2, 4 s
 IO_RETRY_JITTER = 0.5
 
 
+def is_retryable(error: BaseException) -> bool:
+    """Transient I/O only: what our adapters report as such (S3, MLflow), a refused or timed-out
+    connection, or the Prefect API (locks, variables, events) unreachable or answering 429 / 5xx.
+    A programming error (TypeError, KeyError ...) or one of our verdicts fails at once."""
+    import httpx
+
+    if is_transient(error):
+        return True
+    if isinstance(error, httpx.TransportError):
+        return True
+    return isinstance(error, httpx.HTTPStatusError) and (error.response.status_code == 429 or error.response.status_code >= 500)
+
+
 def retry_transient_only(task, task_run, state) -> bool:
-    """Retry unless the failure is one of ours that retrying cannot fix (contract violation, no model ...)."""
+    """Prefect's retry condition: retry a failed attempt only if :func:`is_retryable` says so."""
     try:
         state.result()
-    except NEVER_RETRY:
-        return False
-    except Exception:  # noqa: BLE001 - everything else may be transient I/O
-        return True
-    return True
+    except Exception as error:  # noqa: BLE001 - classified, not swallowed: the state keeps it
+        return is_retryable(error)
+    return False
 
 
 # Task options of every stage that talks to S3, MLflow or the Prefect API: `@task(**RETRY_IO, ...)`.

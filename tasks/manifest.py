@@ -16,7 +16,7 @@ from prefect.events import emit_event
 from prefect.runtime import flow_run as current_flow_run
 
 from leanops import events, manifest, monitoring, storage
-from leanops.errors import NEVER_RETRY
+from leanops.errors import NEVER_RETRY, SpecError
 from leanops.manifest import ProcessedMark
 from leanops.results import MonitorOutcome
 from leanops.settings import get_settings
@@ -35,9 +35,10 @@ def mark_processed(outcome: MonitorOutcome) -> ProcessedMark | None:
 
 
 def mark_rejected_batch(flow, flow_run, state) -> None:
-    """Flow hook: a batch that failed for good (unreadable, contract broken, no spec for its model) counts
-    as processed, or the reconciliation would re-run it, and alert, every hour. A transient failure
-    (an outage that outlasted the retries) stays unmarked: the reconciliation retries it later."""
+    """Flow hook: a batch that failed for good (unreadable, contract broken) counts as processed, or the
+    reconciliation would re-run it, and alert, every hour. A batch whose model has no spec yet waits for
+    it (announced again once the spec loads). A transient failure (an outage that outlasted the
+    retries) stays unmarked: the reconciliation retries it later."""
     try:
         state.result()
     except NEVER_RETRY as exc:
@@ -53,6 +54,12 @@ def mark_rejected_batch(flow, flow_run, state) -> None:
             params.get("spec", ""), params.get("batch_uri", ""), params.get("bucket", ""), params.get("key", ""),
             get_settings().s3_incoming_prefix, params.get("version_id", ""),
         )
+        if isinstance(error, SpecError) and not manifest.spec_loads(target.spec):
+            # The batch landed before its spec (or while the spec is broken): nothing is wrong with the
+            # batch, so it waits, and the reconciliation announces it once the spec loads.
+            manifest.mark_waiting_for_spec(target.batch_uri, target.spec, str(error), str(flow_run.id))
+            log.info("%s waits for the spec of %s: %s", target.batch_uri, target.spec, error)
+            return
         manifest.mark_processed(target.batch_uri, target.spec, f"rejected: {type(error).__name__}", str(flow_run.id))
     except Exception as exc:  # noqa: BLE001 - a hook must not raise; unmarked, the batch is re-checked later
         log.warning("could not mark the rejected batch of run %s as processed: %s", flow_run.name, exc)

@@ -86,24 +86,30 @@ def decide_promotion(
     return decision
 
 
+def _run_id() -> str:
+    return str(runtime.flow_run.id or "")
+
+
 @task(cache_policy=NO_CACHE, **RETRY_IO)
-def approval_of(decision: PromotionDecision, mode: str) -> Approval | None:
-    """The policy's answer (auto), a human's recorded answer to this comparison (manual), or None: ask."""
+def approval_of(spec: Spec, decision: PromotionDecision, mode: str, ask_again: bool = False) -> tuple[Approval | None, str]:
+    """The policy's answer (auto); in manual mode, a human's answer this run recorded before it was
+    retried (within the approval timeout), or None: ask. With a sentence on what is (not) reused."""
     if mode == "auto":
-        return promotion.policy_approval(decision)
-    recorded = registry.recorded_approval(decision)
-    if recorded is not None:
-        get_run_logger().info("using the recorded answer of %s (%s) to this comparison", recorded.by, recorded.at)
-    return recorded
+        return promotion.policy_approval(decision), ""
+    tags = registry.get_version(decision.model_name, decision.challenger_version).tags
+    answer, note = promotion.reusable_approval(decision, tags, _run_id(), spec.promotion.approval_timeout_seconds, ask_again)
+    if note:
+        get_run_logger().info(note)
+    return answer, note
 
 
 @task(cache_policy=NO_CACHE, **RETRY_IO)
 def remember_approval(decision: PromotionDecision, approval: Approval) -> Approval:
-    """Record a human's answer on the challenger at once, so a rerun of this comparison does not ask again."""
+    """Record a human's answer on the challenger at once, so a retry of this run does not ask again."""
     if approval.source == "human":
         registry.set_version_tags(
             decision.model_name, decision.challenger_version,
-            {promotion.approval_tag_key(decision): promotion.approval_tag_value(approval)},
+            {promotion.approval_tag_key(decision): promotion.approval_tag_value(approval, _run_id())},
         )
     return approval
 
@@ -136,8 +142,21 @@ def already_champion(challenger: ModelVersionInfo) -> AliasChange:
 
 
 @task(cache_policy=NO_CACHE, **RETRY_IO)
-def find_rollback_candidates(spec: Spec, to_version: str | None) -> tuple[ModelVersionInfo, ModelVersionInfo]:
-    return registry.rollback_candidates(spec.registered_model_name, to_version)
+def find_rollback_candidates(spec: Spec, to_version: str | None, missing_ok: bool = False) -> tuple[ModelVersionInfo, ModelVersionInfo | None]:
+    """(champion, target); with ``missing_ok``, target None when there is no previous champion."""
+    return registry.rollback_candidates(spec.registered_model_name, to_version, missing_ok=missing_ok)
+
+
+@task(cache_policy=NO_CACHE)
+def keep_champion(spec: Spec, current: ModelVersionInfo, reason: str) -> AliasChange:
+    """Nothing to roll back to: the champion stays, and the outcome says what to do instead."""
+    change = promotion.nothing_to_roll_back_to(
+        spec.registered_model_name, current.version, reason, f"rollback ({runtime.flow_run.name or 'by hand'})", _run_url()
+    )
+    get_run_logger().warning(change.reason)
+    create_markdown_artifact(key=f"{spec.name}-rollback", markdown=f"**NOTHING TO ROLL BACK TO**\n\n{change.reason}",
+                             description=f"champion v{current.version} kept")
+    return change
 
 
 @task(cache_policy=BY_FINGERPRINT, persist_result=True, **RETRY_IO)

@@ -9,11 +9,13 @@ from prefect.cache_policies import NO_CACHE
 from leanops import lineage, registry
 from leanops.results import Batch, EvalResult, FeatureSet, ParamsChoice, RegistrationResult, TrainResult
 from leanops.spec import Spec
+from tasks._locks import model_lock
 from tasks._policies import RETRY_IO
 
 
 # Not cached by Prefect: the registry itself is the idempotency record (the training key tag),
 # so a deleted version is re-created instead of being "remembered" by a stale cache entry.
+# Registrations of one model are serialised across processes and workers by its "registration" lock.
 @task(
     cache_policy=NO_CACHE,
     **RETRY_IO,
@@ -26,7 +28,10 @@ def register_model(
         batch.uri, batch.fingerprint, spec.spec_hash, runtime.flow_run.id, batch.sources, tuning=tuning
     )
     key = lineage.training_key(run_lineage, train.fingerprint)
-    result = registry.register_training(spec, train, evaluation, features, run_lineage, key, alias=alias)
+    # Find-by-training-key then create is a read-then-write: two retrains of the same data at once
+    # (retrain/weekly and retrain/on-drift have separate deployment limits) take turns under the model's lock.
+    with model_lock(spec.registered_model_name, "registration"):
+        result = registry.register_training(spec, train, evaluation, features, run_lineage, key, alias=alias)
     logger = get_run_logger()
     if result.created:
         logger.info("registered %s v%s (alias %s): %s", result.model_name, result.version, alias, result.run_url)

@@ -102,3 +102,18 @@ def test_checked_uri_reads_either_parameter_shape():
     assert manifest.checked_uri({"batch_uri": "s3://b/k.parquet?versionId=3"}) == "s3://b/k.parquet"
     assert manifest.checked_uri({"bucket": "b", "key": "k 1.parquet", "batch_uri": ""}) == "s3://b/k 1.parquet"
     assert manifest.checked_uri({"spec": "m"}) == ""
+
+
+def test_a_batch_landed_before_its_spec_waits_for_it_and_is_announced_once_it_exists(local):
+    settings, landed = local
+    early = land(landed, "2013-07.parquet", b"PAR1 july")
+    specs: set[str] = set()
+
+    assert manifest.mark_waiting_for_spec(early, "flights-delay", "no model spec at specs/flights-delay.yaml", "run-1", settings)
+
+    waiting = manifest.find_unprocessed(str(landed) + "/", ".parquet", timedelta(minutes=5), settings=settings, spec_ready=specs.__contains__)
+    assert waiting == []  # still no spec: not announced (its check would only fail again)
+    specs.add("flights-delay")
+    waiting = manifest.find_unprocessed(str(landed) + "/", ".parquet", timedelta(minutes=5), settings=settings, spec_ready=specs.__contains__)
+    assert [o.uri for o in waiting] == [early]
+    assert manifest.processed_markers(settings) == frozenset()  # never counted as processed

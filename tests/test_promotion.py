@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pytest
@@ -224,18 +225,56 @@ def test_a_decision_promotes_only_once_approved():
     assert "rejected by ana: wait for Monday" in rejected.reason
 
 
-def test_a_recorded_human_answer_applies_to_the_same_comparison_only():
+def test_a_recorded_human_answer_is_reused_only_by_a_retry_of_the_run_that_asked_within_the_timeout():
     champion = candidate("1")
     decision = promotion.decide(candidate("2", auc=0.72), champion, LENIENT, AUC)
-    approved = decision.with_approval(Approval(True, "ana", "ok", "2024-01-01T00:00:00+00:00", source="human"))
-    change = promotion.promotion_change(approved, "promoted", "1", None)
-    tags = promotion.decision_tags(approved, change)
-    recorded = promotion.approval_from_tags(decision, tags)
-    assert recorded == Approval(True, "ana", "ok", "2024-01-01T00:00:00+00:00", source="recorded")
+    answer = Approval(True, "ana", "ok", "2024-01-01T00:00:00+00:00", source="human")
+    tags = {promotion.approval_tag_key(decision): promotion.approval_tag_value(answer, "run-1")}
+    soon = datetime(2024, 1, 1, 0, 0, 30, tzinfo=timezone.utc)
+
+    reused, note = promotion.reusable_approval(decision, tags, "run-1", 120, now=soon)
+    assert reused == Approval(True, "ana", "ok", "2024-01-01T00:00:00+00:00", source="recorded")
+    assert note.startswith("Reused: the answer approved by ana at 2024-01-01T00:00:00+00:00")
+
+    # A new run of the same comparison (someone started a new manual promotion): asked again.
+    again, note = promotion.reusable_approval(decision, tags, "run-2", 120, now=soon)
+    assert again is None and "given to another run" in note and "approved by ana" in note
+    # The same run, retried after the approval timeout: asked again.
+    late, note = promotion.reusable_approval(decision, tags, "run-1", 120, now=soon + timedelta(minutes=5))
+    assert late is None and "older than the approval timeout (120 s)" in note
+    # Whoever wants a new answer gets one.
+    asked, note = promotion.reusable_approval(decision, tags, "run-1", 120, ask_again=True, now=soon)
+    assert asked is None and "asked again" in note
+    # Another comparison (other data, other champion) never sees this answer.
     other_data = promotion.decide(candidate("2", auc=0.72, holdout_fingerprint="run-9"), champion, LENIENT, AUC)
     other_champion = promotion.decide(candidate("2", auc=0.72), candidate("3"), LENIENT, AUC)
-    assert promotion.approval_from_tags(other_data, tags) is None
-    assert promotion.approval_from_tags(other_champion, tags) is None
+    assert promotion.reusable_approval(other_data, tags, "run-1", 120, now=soon) == (None, "")
+    assert promotion.reusable_approval(other_champion, tags, "run-1", 120, now=soon) == (None, "")
+
+
+def test_a_version_rolled_back_away_from_needs_a_persons_new_decision():
+    change = promotion.rollback_change("m", "rolled_back", "1", "2", None, "bad release", "rollback (by hand)")
+    tags = promotion.rolled_back_tags(change)
+
+    mode, why = promotion.approval_requirement("auto", tags)
+
+    assert mode == "manual" and "rolled back away from" in why and "bad release" in why and "to v1" in why
+    assert promotion.approval_requirement("auto", {}) == ("auto", "")
+    assert promotion.approval_requirement("auto", {}, ask_again=True)[0] == "manual"
+
+
+def test_the_form_and_the_alerts_say_what_is_reused():
+    decision = promotion.decide(candidate("2", auc=0.72), candidate("1"), LENIENT, AUC)
+    earlier = "An earlier answer (approved by ana at 2024-01-01T00:00:00+00:00) is not reused: asked again."
+
+    form = promotion.approval_form_text(decision, 120, "Asked again: earlier answers are not reused.", earlier)
+    assert earlier in form and "reused only if this same run is retried within 120 s" in form
+    request = promotion.approval_request_alert(decision, "http://ui/run", 120, "Asked again.", earlier)
+    assert ("Earlier answer", earlier) in request.fields
+
+    reused = decision.with_approval(Approval(True, "ana", "ok", "2024-01-01T00:00:00+00:00", source="recorded"))
+    alert = promotion.decision_alert(reused, promotion.promotion_change(reused, "promoted", "1", None))
+    assert dict(alert.fields)["Answer"].startswith("Reused: the answer approved by ana at 2024-01-01T00:00:00+00:00")
 
 
 def test_policy_and_timeout_answers_are_not_recorded_as_human_answers():

@@ -296,3 +296,58 @@ def test_checks_finishing_together_all_reach_the_drift_history(stack, spec):
 
     history = drift.read_history(monitoring.history_uri(model))
     assert sorted(history["batch_uri"]) == sorted(batch.uri for batch in batches)
+
+
+def test_mlflow_down_fails_the_check_loudly_and_leaves_the_batch_for_reconciliation(champion, stack, slack):
+    """An outage is no "no champion": the check retries, fails, tells Slack, and the batch stays unprocessed."""
+    import socket
+
+    from leanops import manifest
+    from leanops.errors import RegistryUnavailable
+
+    with socket.socket() as sock:  # a port nothing listens on: MLflow is down
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    uri = put(month(7, rows=600), stack.s3_bucket, f"checks/{MODEL}/2013-07-during-an-outage.parquet")
+
+    with environment(LEANOPS_MLFLOW_TRACKING_URI=dead, LEANOPS_MLFLOW_HTTP_RETRIES="0",
+                     LEANOPS_SLACK_TOKEN=SLACK_TOKEN, LEANOPS_SLACK_BASE_URL=slack.base_url):
+        state = run(spec=str(champion["spec_path"]), batch_uri=uri)
+
+    assert state.is_failed()
+    with pytest.raises(RegistryUnavailable, match="unreachable or failing"):
+        state.result()
+    states = task_run_states(stack.resolved_prefect_api_url, state.state_details.flow_run_id)
+    assert "note_no_champion" not in states and "mark_processed" not in states
+    assert manifest.read_mark(uri, manifest.identity_of(storage.stat(uri))) is None
+    (alert,) = slack.posts()
+    assert "drift-monitor run" in alert["blocks"][0]["text"]["text"] and "RegistryUnavailable" in str(alert["blocks"])
+
+
+def test_a_batch_landed_before_its_spec_is_checked_once_the_spec_exists(champion, stack, tmp_path):
+    """Not marked processed when its spec is missing: the reconciliation announces it once the spec is added."""
+    from datetime import timedelta
+
+    from leanops import manifest
+    from leanops.errors import SpecError
+
+    model = f"late-spec-{os.getpid()}-{int(time.time())}"
+    key = f"incoming/{model}/2013-07.parquet"
+    uri = put(month(7, rows=600), stack.s3_bucket, key)
+    specs = tmp_path / "specs"
+    specs.mkdir()
+
+    def announced() -> list[str]:
+        listed = manifest.find_unprocessed(f"s3://{stack.s3_bucket}/incoming/{model}/", ".parquet", timedelta(0))
+        return [o.uri for o in listed]
+
+    with environment(LEANOPS_SPECS_DIR=str(specs)):
+        state = run(bucket=stack.s3_bucket, key=key)
+        assert state.is_failed()
+        with pytest.raises(SpecError, match="no model spec"):
+            state.result()
+        assert manifest.read_mark(uri, manifest.identity_of(storage.stat(uri))) is None
+        assert announced() == []  # waiting for its spec: announcing it would only fail again
+
+        spec_copy(specs, model)
+        assert announced() == [uri]

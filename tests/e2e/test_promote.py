@@ -177,6 +177,34 @@ def _answer(tag: str, **run_input) -> None:
             time.sleep(0.3)
 
 
+def _form_text(tag: str) -> str:
+    """The description above the paused run's Resume form (saved just after the pause)."""
+    from prefect.client.orchestration import get_client
+    from prefect.input.run_input import keyset_from_paused_state
+
+    from support import wait_for
+
+    run_id = _paused_run_id(tag)
+
+    def description():
+        with get_client(sync_client=True) as client:
+            try:
+                return client.read_flow_run_input(run_id, keyset_from_paused_state(client.read_flow_run(run_id).state)["description"])
+            except Exception:  # noqa: BLE001 - not saved yet (404): poll again
+                return None
+
+    return wait_for(description, f"the form description of paused run {run_id}", 20, 0.3)
+
+
+def _promote_answered(params: dict, **answer):
+    """Run promote in a thread, read its Resume form, answer it: (outcome, form text, final state)."""
+    thread, out, tag = _run_in_thread(**params)
+    form = _form_text(tag)
+    _answer(tag, **answer)
+    thread.join(60)
+    return out["state"].result(), form, out["state"]
+
+
 def api_state(flow_run_id) -> str:
     """The run's state type as the server has it (what the UI shows)."""
     from prefect.client.orchestration import get_client
@@ -208,10 +236,12 @@ def test_manual_approval_resumes_both_ways_times_out_to_a_rejection_and_is_not_a
     assert "not before the holidays" in rejected.reason
     assert aliases(name) == (None, None)
 
-    # The same comparison again: the recorded answer applies, nobody is asked.
-    state = promote(spec=manual, version=v1, return_state=True)
-    assert state.result().action == "rejected" and state.result().by == "ana"
-    assert not _was_paused(state.state_details.flow_run_id)
+    # The same comparison in a new run (someone starts a new manual promotion): asked again, and the
+    # form says which earlier answer it does not reuse.
+    again, form, state = _promote_answered(dict(spec=manual, version=v1), approve=False, reason="still not", approver="ana")
+    assert "An earlier answer (rejected by ana" in form and "given to another run" in form
+    assert (again.action, again.by) == ("rejected", "ana")
+    assert _was_paused(state.state_details.flow_run_id)
 
     # Another comparison (with a fresh batch) nobody answers in time: a rejection, recorded as such.
     state = promote(spec=hasty, version=v1, batch_uri=july, return_state=True)
@@ -274,6 +304,30 @@ def test_rollback_restores_the_previous_champion_and_records_why(sources, tmp_pa
         ("promoted", weak), ("promoted", strong), ("kept", weak), ("rolled_back", weak), ("rolled_back", strong)
     ]
     assert entries[3].reason == "bad release"
+
+
+def test_a_version_rolled_back_away_from_returns_only_by_a_persons_new_answer(sources, tmp_path):
+    from flows.promote import promote
+    from flows.rollback import rollback
+
+    name, (weak, strong) = new_model(sources, "weak", "strong")
+    promote(spec=spec_file(tmp_path, name, "relaxed", **RELAXED), version=weak)
+    spec = spec_file(tmp_path, name, "auto", promotion__approval_timeout_seconds=120)  # automatic approval
+    registry.set_alias(name, registry.CHALLENGER, strong)
+    assert promote(spec=spec).action == "promoted"
+    assert rollback(spec=spec, reason="bad release").action == "rolled_back"
+
+    # The challenger alias left the bad version: a plain promote has nothing to judge.
+    assert registry.get_alias(name, registry.CHALLENGER) is None
+    with pytest.raises(ModelNotFound, match="has no alias 'challenger'"):
+        promote(spec=spec)
+    assert aliases(name) == (weak, None)
+
+    # Named explicitly, under automatic approval, it still waits for a person, and the form says why.
+    back, form, _ = _promote_answered(dict(spec=spec, version=strong), approve=True, reason="fixed upstream data", approver="bo")
+    assert "rolled back away from" in form and "bad release" in form
+    assert (back.action, back.by) == ("promoted", "bo")
+    assert aliases(name) == (strong, weak)
 
 
 # --- races ----------------------------------------------------------------------------------------
@@ -397,3 +451,46 @@ def test_bad_inputs_get_clear_errors_and_leave_aliases_alone(sources, tmp_path, 
 
     assert aliases(name) == (v1, None)
     assert [c.action for c in registry.alias_history(name)] == ["promoted"]
+
+
+# --- failures reach a person ----------------------------------------------------------------------
+
+
+def test_a_degradation_after_the_last_rollback_is_reported_and_failed_runs_alert(sources, tmp_path, july, slack):
+    """After one rollback there is no previous champion: the next degradation keeps the champion and says
+    so in Slack (no crash); a promote or rollback that fails tells Slack too."""
+    import os
+
+    from leanops.settings import reset_settings_cache
+
+    from flows.promote import promote
+    from flows.rollback import rollback
+
+    name, (weak, strong) = new_model(sources, "weak", "strong")
+    promote(spec=spec_file(tmp_path, name, "relaxed", **RELAXED), version=weak)
+    spec = spec_file(tmp_path, name)
+    promote(spec=spec, version=strong)
+    assert rollback(spec=spec, reason="bad release").action == "rolled_back"
+    assert aliases(name) == (weak, None)
+
+    os.environ.update(LEANOPS_SLACK_TOKEN="xoxb-promote-e2e", LEANOPS_SLACK_BASE_URL=slack.base_url)
+    reset_settings_cache()
+    try:
+        state = rollback(spec=spec, batch_uri=july, reason=f"degraded on {july}", return_state=True)
+        failed_promote = promote(spec=spec, version="99", return_state=True)
+        failed_rollback = rollback(spec=spec, return_state=True)
+    finally:
+        os.environ.pop("LEANOPS_SLACK_TOKEN")
+        os.environ.pop("LEANOPS_SLACK_BASE_URL")
+        reset_settings_cache()
+
+    assert state.is_completed()
+    kept = state.result()
+    assert (kept.action, kept.champion_before, kept.champion_after) == ("kept", weak, weak)
+    assert "no previous-champion to roll back to" in kept.reason and july in kept.reason
+    assert aliases(name) == (weak, None)
+    assert failed_promote.is_failed() and failed_rollback.is_failed()
+    titles = [post["blocks"][0]["text"]["text"] for post in slack.posts()]
+    assert any(f"nothing to roll back to: champion v{weak} stays" in t for t in titles)
+    assert any("promote run" in t and "failed" in t for t in titles)
+    assert any("rollback run" in t and "failed" in t for t in titles)
