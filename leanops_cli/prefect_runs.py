@@ -7,7 +7,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-RECENT_RUNS = 500
+RECENT_RUNS = 200  # the API's page limit
 
 
 @dataclass(frozen=True)

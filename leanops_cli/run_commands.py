@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from typing import Any, Callable, Optional
 
 import typer
@@ -53,7 +55,9 @@ def _start(deployment: str, parameters: dict[str, Any], as_json: bool) -> None:
 
 
 def _run_local(flow, parameters: dict[str, Any], describe: Callable[[Any], str], as_json: bool) -> None:
-    state = flow(**{k: v for k, v in parameters.items() if v is not None}, return_state=True)
+    # Libraries print progress to stdout (MLflow's "View run ..."); with --json, stdout is the document only.
+    with contextlib.redirect_stdout(sys.stderr) if as_json else contextlib.nullcontext():
+        state = flow(**{k: v for k, v in parameters.items() if v is not None}, return_state=True)
     run_id = state.state_details.flow_run_id
     if not state.is_completed():
         fail(f"{flow.name} {state.name}: {state.message or ''}".rstrip(": "), as_json, flow_run_id=str(run_id), url=flow_run_url(run_id))
