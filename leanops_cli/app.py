@@ -32,7 +32,7 @@ def _connect() -> None:
 
 app.add_typer(spec_commands.app, name="spec")
 for command in (
-    run_commands.retrain, run_commands.promote, run_commands.rollback,
+    run_commands.retrain, run_commands.promote, run_commands.rollback, run_commands.land,
     model_commands.status, model_commands.history, model_commands.retire, model_commands.reinstate,
 ):
     app.command()(command)

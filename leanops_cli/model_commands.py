@@ -33,7 +33,7 @@ def _version(info, primary: str) -> str | None:
     if info is None:
         return None
     score = info.tags.get(f"leanops.metric.{primary}")
-    return f"v{info.version}" + (f" ({primary} {float(score):.3f})" if score else "")
+    return f"v{info.version}" + (f" {primary} {float(score):.3f}" if score else "")
 
 
 def _next_fire(spec, now: datetime) -> str | None:
@@ -103,19 +103,26 @@ def status(as_json: bool = JSON_OPTION) -> None:
 
     def show() -> None:
         console.print(table(
-            f"{len(rows)} model(s) in {get_settings().specs_dir}",
-            ["model", "state", "champion", "challenger", "last drift check", "last retrain", "next retrain (UTC)", "open approvals"],
+            f"{len(rows)} model(s) in {get_settings().specs_dir} (times UTC)",
+            ["model", "state", "champion", "challenger", "last drift check", "last retrain", "next retrain", "approvals"],
             [[r.model, r.state, r.champion, r.challenger, _when(r.last_drift, r.last_drift_at), _when(r.last_retrain, r.last_retrain_at),
-              r.next_retrain_at, "\n".join(r.open_approvals)] for r in rows],
+              _short(r.next_retrain_at), len(r.open_approvals) or None] for r in rows],
         ))
+        for r in rows:
+            for url in r.open_approvals:
+                console.print(f"{r.model} waits for approval: {url}", highlight=False)
         for ref, message in broken.items():
             console.print(f"[red]specs/{ref}.yaml does not load:[/] {message}", highlight=False)
 
     answer({"models": rows, "unreadable_specs": broken}, as_json, show)
 
 
+def _short(at: str | None) -> str | None:
+    return None if at is None else at[5:16].replace("T", " ")  # MM-DD HH:MM of an ISO time in UTC
+
+
 def _when(what: str | None, at: str | None) -> str | None:
-    return None if what is None else f"{what} at {at}" if at else what
+    return None if what is None else f"{what} {_short(at)}" if at else what
 
 
 def _spec_model(model: str) -> str | None:
@@ -150,7 +157,7 @@ def history(
     changes = attempt(lambda: registry.alias_history(name), as_json)
     answer(changes, as_json, lambda: console.print(table(
         f"alias history of {name}", ["when (UTC)", "action", "version", "champion", "previous", "by", "why"],
-        [[c.at, c.action, f"v{c.version}", _champion_move(c), f"v{c.previous_champion_after}" if c.previous_champion_after else None, c.by, c.reason]
+        [[c.at[:19].replace("T", " "), c.action, f"v{c.version}", _champion_move(c), f"v{c.previous_champion_after}" if c.previous_champion_after else None, c.by, c.reason]
          for c in changes],
     ) if changes else f"no alias changes recorded for {name}"))
 
@@ -165,8 +172,9 @@ def retire(
     reason: str = typer.Option("", "--reason", help="Why (kept with the retirement record)."),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Retire MODEL: its schedule and triggers stop acting on it (scheduled and drift-triggered retrains,
-    drift checks of landed batches and promotions log it and step aside, without failing). Its registry
+    """Retire MODEL: its schedule and triggers stop acting on it. Scheduled retrains and the drift checks
+    of its landed batches log the retirement and skip (never fail), so drift no longer retrains it and no
+    new challenger reaches promotion; a retrain or promotion started by hand still runs. Its registry
     versions, aliases and history are kept; **leanops reinstate** undoes it.
 
     Example:
@@ -189,8 +197,8 @@ def retire(
     payload = {"ok": True, "retirement": record, "kept": {"versions": [v.version for v in versions], "champion": champion.version if champion else None}}
     answer(payload, as_json, lambda: console.print(
         f"retired [bold]{name}[/] ({record.reason or 'no reason given'}; by {record.retired_by} at {record.retired_at}).\n"
-        "Stopped: its scheduled retrains, and the drift checks, retrains and promotions its events would trigger "
-        "(they log the retirement and skip it).\n"
+        "Stopped: its scheduled retrains and the drift checks of its landed batches (they log the retirement and skip, "
+        "never fail), so drift no longer retrains it; a retrain or promotion started by hand still runs.\n"
         f"Kept: {kept}. The champion is not unset. Undo with: leanops reinstate {name}",
         highlight=False, soft_wrap=True,
     ))

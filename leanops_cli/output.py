@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from datetime import date, datetime
 from typing import Any, Callable, NoReturn
 
@@ -11,8 +12,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-console = Console(soft_wrap=True)
-errors = Console(stderr=True, soft_wrap=True)
+# A terminal gives its own width; piped into a file or a pager, tables get room instead of rich's 80 columns.
+_WIDTH = None if sys.stdout.isatty() else 160
+console = Console(soft_wrap=True, width=_WIDTH)
+errors = Console(stderr=True, soft_wrap=True, width=_WIDTH)
 
 JSON_OPTION = typer.Option(False, "--json", help="Print one JSON document on stdout instead of text (for scripts).")
 

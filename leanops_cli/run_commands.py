@@ -8,7 +8,7 @@ from typing import Any, Callable, Optional
 
 import typer
 
-from leanops_cli.output import JSON_OPTION, answer, console, fail, plain
+from leanops_cli.output import JSON_OPTION, answer, attempt, console, fail, plain
 
 # The deployments of prefect.yaml that take a model as a parameter (names: flow/deployment).
 RETRAIN_DEPLOYMENT = "retrain/on-schedule"
@@ -142,6 +142,35 @@ def rollback(
     from flows.rollback import rollback as rollback_flow
 
     _run_local(rollback_flow, parameters, _describe_change, as_json)
+
+
+def land(
+    model: str = typer.Argument(..., help="The model: a spec name in the specs folder."),
+    data: str = typer.Argument(..., help="The batch: a .csv or .parquet file (or URI)."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Land a batch for MODEL: write it as parquet under the bucket's incoming/MODEL/ prefix, as a data
+    pipeline would. The bucket's notification starts its drift check against the champion (drift then
+    starts a retrain, and a new challenger its promotion); a retrain reads the latest landed batches.
+
+    Example:
+
+        leanops land churn churn-2024-06.csv
+    """
+    from pathlib import PurePosixPath
+
+    from leanops import storage
+    from leanops.settings import get_settings
+
+    _known_spec(model, as_json)
+    settings = get_settings()
+    stem = PurePosixPath(data.split("?", 1)[0]).name.split(".", 1)[0]
+    uri = f"s3://{settings.s3_bucket}/{settings.s3_incoming_prefix}{model}/{stem}.parquet"
+    frame = attempt(lambda: storage.read_table(data)[0], as_json)
+    attempt(lambda: storage.write_table(frame, uri), as_json)
+    answer({"ok": True, "model": model, "uri": uri, "rows": len(frame)}, as_json, lambda: console.print(
+        f"landed {len(frame):,} rows at {uri}: its drift check starts when the bucket's notification arrives", highlight=False,
+    ))
 
 
 def _describe_change(change) -> str:
