@@ -49,6 +49,7 @@ def degraded_alert(model: str, version: str, batch_uri: str, result: DriftResult
             (perf.metric, f"{perf.value:.4f} on the batch vs {perf.reference_value:.4f} at registration"),
             ("Tolerance", f"{perf.tolerance}"),
             ("Labelled rows", f"{perf.n_rows or 0:,}"),
+            *((("Recall per class", perf.recall_text),) if perf.per_class_recall else ()),
         ),
         links=(("Batch", batch_uri),),
     )

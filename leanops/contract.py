@@ -6,6 +6,7 @@ sees the whole list at once, not one error per attempt.
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 from pandas.api import types as ptypes
 
@@ -63,6 +64,108 @@ def _examples(values: pd.Series) -> str:
     return ", ".join(shown)
 
 
+def _counted(labels: pd.Series) -> str:
+    """``'No' (812), 'Yes' (188)``: the most frequent values with their row counts."""
+    counts = labels.value_counts()
+    shown = ", ".join(f"{label!r} ({n:,})" for label, n in counts.head(_EXAMPLES).items())
+    return shown + (f" and {len(counts) - _EXAMPLES} more" if len(counts) > _EXAMPLES else "")
+
+
+def _is_number(series: pd.Series) -> bool:
+    return ptypes.is_numeric_dtype(series.dtype) and not ptypes.is_bool_dtype(series.dtype)
+
+
+def _is_boolean(series: pd.Series) -> bool:
+    if ptypes.is_bool_dtype(series.dtype):
+        return True
+    values = series.dropna()
+    return ptypes.is_object_dtype(series.dtype) and len(values) > 0 and bool(values.map(lambda v: isinstance(v, (bool, np.bool_))).all())
+
+
+def label_problems(frame: pd.DataFrame, spec: Spec) -> list[str]:
+    """Labels of the target source that no rule of the spec can read (e.g. a class outside ``classes``)."""
+    from leanops.features import target_labels
+
+    rule = spec.target
+    if rule.source not in frame.columns:
+        return []
+    source = frame[rule.source]
+    values = source.dropna()
+    where = f"target source {rule.source!r}"
+    if spec.task == "regression" or rule.positive_when_gt is not None:
+        if _is_number(source) or values.empty:
+            return []
+        need = "a regression target" if spec.task == "regression" else f"target.positive_when_gt = {rule.positive_when_gt:g}"
+        return [f"{where} must be numeric for {need}, found {source.dtype} values {_counted(target_labels(values))}"]
+    labels = target_labels(values)
+    if rule.classes is not None:
+        outside = labels[~labels.isin(rule.classes)]
+        if len(outside):
+            return [f"{where} holds values outside target.classes {rule.classes}: {_counted(outside)}"]
+        return []
+    if rule.positive is not None or _is_boolean(source) or values.empty:
+        return []
+    if _is_number(source):
+        other = labels[~values.isin([0, 1])]
+        if len(other):
+            return [
+                f"{where} must hold 0/1 or booleans for a binary target without target.positive or "
+                f"target.positive_when_gt; found {_counted(other)}: set target.positive_when_gt or name the positive value(s) in target.positive"
+            ]
+        return []
+    rarest = labels.value_counts().index[-1]
+    return [
+        f"{where} holds labels {_counted(labels)}: name the value(s) that mean positive in target.positive, "
+        f"e.g. positive: [{rarest!r}]"
+    ]
+
+
+def class_problems(frame: pd.DataFrame, spec: Spec) -> list[str]:
+    """Labels that read but cannot train or score a classifier: one class only, a named positive value absent.
+    A batch without any label (all missing) is no problem here: it can still be checked for drift."""
+    from leanops.features import target_labels
+
+    rule = spec.target
+    if spec.task == "regression" or rule.source not in frame.columns:
+        return []
+    values = frame[rule.source].dropna()
+    if values.empty:
+        return []
+    labels = target_labels(values)
+    problems = []
+    if rule.positive is not None:
+        absent = [value for value in rule.positive if value not in set(labels.unique())]
+        if absent:
+            problems.append(f"target.positive value(s) {absent} never occur in {rule.source!r} (values seen: {_counted(labels)})")
+    if rule.positive_when_gt is not None:
+        positives = values > rule.positive_when_gt
+        seen = f"{rule.source} > {rule.positive_when_gt:g} in {int(positives.sum()):,} of them"
+    elif rule.positive is not None:
+        positives = labels.isin(rule.positive)
+        seen = f"values seen: {_counted(labels)}"
+    elif rule.classes is not None:
+        positives = None
+        seen = f"values seen: {_counted(labels)}"
+    else:
+        positives = values.astype(bool)
+        seen = f"values seen: {_counted(labels)}"
+    n_classes = labels.nunique() if positives is None else positives.nunique()
+    if n_classes < 2:
+        problems.append(
+            f"target {rule.name!r} has a single class in the {len(values):,} labelled rows ({seen}); "
+            "a classifier needs at least two to learn or be scored"
+        )
+    return problems
+
+
+def target_problems(frame: pd.DataFrame, spec: Spec) -> list[str]:
+    """Every problem of the batch's labels against the spec's target, with the values seen: the data-time
+    half of "will this spec train?" (the spec's own fields are checked when it is loaded)."""
+    if spec.target.source not in frame.columns:
+        return [f"missing column {spec.target.source!r} (the target source)"]
+    return label_problems(frame, spec) or class_problems(frame, spec)
+
+
 def check_batch(frame: pd.DataFrame, spec: Spec) -> tuple[list[str], list[str]]:
     """Return (violations, warnings) of a batch against the spec's contract."""
     violations: list[str] = []
@@ -106,6 +209,8 @@ def check_batch(frame: pd.DataFrame, spec: Spec) -> tuple[list[str], list[str]]:
                 message = f"column {name!r} has {len(unseen)} values in unseen categories: {_examples(unseen)}"
                 (violations if rule.unknown == "reject" else warnings).append(message)
 
+    if spec.target.source in frame.columns:
+        violations += target_problems(frame, spec)
     if spec.target.source in frame.columns and spec.target.on_missing == "error":
         missing_target = int(frame[spec.target.source].isna().sum())
         if missing_target:

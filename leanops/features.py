@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
 
+from leanops.errors import ContractViolation
 from leanops.results import Batch, FeatureSet, combine_fingerprints
-from leanops.spec import Spec
+from leanops.spec import Spec, label_text
 
 FEATURES_VERSION = "1"  # bump when a transform here changes meaning: invalidates cached feature sets
 
@@ -74,17 +75,42 @@ def model_input_columns(spec: Spec) -> list[str]:
     return list(dict.fromkeys(spec.raw_feature_columns))
 
 
+def target_labels(series: pd.Series) -> pd.Series:
+    """The source's values as label texts (``spec.label_text``), missing stays missing; computed per distinct value."""
+    mapping = {value: label_text(value) for value in pd.unique(series.dropna())}
+    return series.astype(object).map(mapping).where(series.notna(), None)
+
+
 def make_target(frame: pd.DataFrame, spec: Spec) -> tuple[pd.Series, pd.Series, dict[str, int]]:
-    """Return (target, rows kept mask, excluded counts). Missing target sources follow ``on_missing``."""
+    """Return (target, rows kept mask, excluded counts). Missing target sources follow ``on_missing``.
+
+    The target is 0/1 for a binary task, the class's position in ``target.classes`` for a multiclass
+    one, and the number itself for a regression. Batches are checked first (``contract.target_problems``);
+    a label no rule can read is refused here too, never turned into a class silently.
+    """
+    from leanops.contract import label_problems
+
     source = frame[spec.target.source]
     missing = source.isna()
     counts: dict[str, int] = {}
-    if spec.target.positive_when_gt is not None:
-        target = (source > spec.target.positive_when_gt).astype("int64")
-    else:
+    rule = spec.target
+    problems = label_problems(frame, spec)
+    if problems:
+        raise ValueError(f"cannot read target {rule.name!r}: " + "; ".join(problems))
+    if spec.task == "regression":
         target = source.astype("float64")
+    else:
+        if rule.positive_when_gt is not None:
+            target = (source > rule.positive_when_gt).astype("int64")
+        elif rule.positive is not None:
+            target = target_labels(source).isin(rule.positive).astype("int64")
+        elif rule.classes is not None:
+            codes = {label: code for code, label in enumerate(rule.classes)}
+            target = target_labels(source).map(codes).fillna(-1).astype("int64")
+        else:  # booleans or 0/1 (checked)
+            target = source.where(~missing, 0).astype("float64").astype("int64")
     keep = pd.Series(True, index=frame.index)
-    policy = spec.target.on_missing
+    policy = rule.on_missing
     if missing.any():
         if policy in ("exclude", "error"):
             keep = ~missing
@@ -93,7 +119,34 @@ def make_target(frame: pd.DataFrame, spec: Spec) -> tuple[pd.Series, pd.Series, 
             target = target.where(~missing, 1)
         elif policy == "negative":
             target = target.where(~missing, 0)
-    return target.rename(spec.target.name), keep, counts
+    return target.rename(rule.name), keep, counts
+
+
+def class_names(spec: Spec) -> list[str]:
+    """A classifier's classes by target code: ``target.classes``, or negative/positive for a binary target."""
+    return list(spec.target.classes) if spec.task == "multiclass" else ["negative", "positive"]
+
+
+def split_class_problems(y_fit: pd.Series, y_holdout: pd.Series, spec: Spec) -> list[str]:
+    """A classifier learns only the classes its training rows hold, and its metrics need two in the holdout."""
+    if not spec.is_classifier:
+        return []
+    names, problems = class_names(spec), []
+    counts = y_fit.value_counts()
+    absent = [name for code, name in enumerate(names) if counts.get(code, 0) == 0]
+    if absent:
+        seen = ", ".join(f"{names[code]!r} ({n:,})" for code, n in counts.items())
+        problems.append(
+            f"target {spec.target.name!r}: class(es) {absent} never occur in the {len(y_fit):,} training rows (seen: {seen}); "
+            "every class needs training examples: add data, or remove the class from target.classes"
+        )
+    if y_holdout.nunique() < 2:
+        only = names[int(y_holdout.iloc[0])] if len(y_holdout) else "none"
+        problems.append(
+            f"target {spec.target.name!r}: the {len(y_holdout):,} holdout rows (the most recent) hold one class only "
+            f"({only!r}); the metrics need at least two: add data or raise split.holdout_fraction"
+        )
+    return problems
 
 
 def time_order(frame: pd.DataFrame, spec: Spec) -> pd.Index:
@@ -108,12 +161,15 @@ def build_feature_set(batch: Batch, spec: Spec) -> FeatureSet:
     frame = batch.frame
     target, keep, excluded = make_target(frame, spec)
     columns = model_input_columns(spec)
-    kept = frame.loc[keep, columns]
+    kept = frame.loc[keep]
+    # Ordered by the batch's time column, which the model's inputs lack unless a feature derives from it.
     order = time_order(kept, spec)
-    X = kept.loc[order].reset_index(drop=True)
+    X = kept.loc[order, columns].reset_index(drop=True)
     y = target.loc[order].reset_index(drop=True)
 
     n = len(X)
+    if n < 3:
+        raise ContractViolation(batch.uri, [f"{n} labelled rows of target {spec.target.name!r}: too few to train and hold out"])
     n_holdout = max(1, int(round(n * spec.split.holdout_fraction)))
     n_fit = n - n_holdout
     n_valid = max(1, int(round(n_fit * spec.split.validation_fraction)))
@@ -123,8 +179,11 @@ def build_feature_set(batch: Batch, spec: Spec) -> FeatureSet:
         if spec.time
         else f"shuffled (seed {spec.split.seed}): train {n_train}, validation {n_valid}, holdout {n_holdout}"
     )
+    problems = split_class_problems(y.iloc[:n_fit], y.iloc[n_fit:], spec)
+    if problems:
+        raise ContractViolation(batch.uri, problems)
     if spec.time is not None and n:
-        times = pd.to_datetime(X[spec.time.column], utc=True, format="ISO8601")
+        times = pd.to_datetime(kept.loc[order, spec.time.column], utc=True, format="ISO8601")
         description += f"; holdout from {times.iloc[n_fit].isoformat()}"
     return FeatureSet(
         fingerprint=combine_fingerprints(batch.fingerprint, spec.spec_hash, FEATURES_VERSION),

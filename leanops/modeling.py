@@ -17,6 +17,7 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import (
     accuracy_score,
     average_precision_score,
+    f1_score,
     log_loss,
     mean_absolute_error,
     r2_score,
@@ -26,7 +27,7 @@ from sklearn.metrics import (
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
-from leanops.features import spec_features
+from leanops.features import class_names, spec_features
 from leanops.results import EvalResult, FeatureSet, TrainResult, combine_fingerprints
 from leanops.spec import Spec
 
@@ -38,6 +39,9 @@ DEFAULT_XGB_PARAMS: dict[str, Any] = {"n_estimators": 300, "max_depth": 6, "lear
 def xgb_params(spec: Spec, params: dict[str, Any] | None = None) -> dict[str, Any]:
     merged = {**DEFAULT_XGB_PARAMS, **spec.model.params, **(params or {})}
     merged.update(tree_method="hist", random_state=spec.split.seed)
+    if spec.task == "multiclass":
+        # One probability per class of target.classes, in its order (the target codes 0..k-1).
+        merged.update(objective="multi:softprob", num_class=len(spec.target.classes))
     return merged
 
 
@@ -59,14 +63,14 @@ def _encoder(spec: Spec) -> ColumnTransformer:
 def build_model(spec: Spec, params: dict[str, Any] | None = None, n_jobs: int | None = None) -> Pipeline:
     from xgboost import XGBClassifier, XGBRegressor
 
-    estimator_cls = XGBClassifier if spec.task == "binary" else XGBRegressor
+    estimator_cls = XGBClassifier if spec.is_classifier else XGBRegressor
     estimator = estimator_cls(**xgb_params(spec, params), n_jobs=n_jobs)
     return Pipeline([("features", spec_features(spec)), ("encode", _encoder(spec)), ("model", estimator)])
 
 
 def build_baseline(spec: Spec) -> Pipeline:
     if spec.model.baseline == "dummy":
-        estimator = DummyClassifier(strategy="prior") if spec.task == "binary" else DummyRegressor()
+        estimator = DummyClassifier(strategy="prior") if spec.is_classifier else DummyRegressor()
         return Pipeline([("features", spec_features(spec)), ("encode", _encoder(spec)), ("model", estimator)])
     encode = ColumnTransformer(
         [
@@ -83,7 +87,8 @@ def build_baseline(spec: Spec) -> Pipeline:
             ),
         ]
     )
-    estimator = LogisticRegression(max_iter=300) if spec.task == "binary" else Ridge()
+    # lbfgs fits a multinomial model when there are more than two classes.
+    estimator = LogisticRegression(max_iter=300) if spec.is_classifier else Ridge()
     return Pipeline([("features", spec_features(spec)), ("encode", encode), ("model", estimator)])
 
 
@@ -110,10 +115,26 @@ def fit_models(features: FeatureSet, spec: Spec, params: dict[str, Any] | None =
 
 
 def predict_scores(model: Any, X: pd.DataFrame, spec: Spec) -> np.ndarray:
-    """Positive-class probability (binary) or the prediction (regression)."""
+    """Positive-class probability (binary), one probability per class in ``target.classes`` order
+    (multiclass: rows x classes), or the prediction (regression)."""
     if spec.task == "binary":
         return np.asarray(model.predict_proba(X))[:, 1]
+    if spec.task == "multiclass":
+        return np.asarray(model.predict_proba(X), dtype=float)
     return np.asarray(model.predict(X), dtype=float)
+
+
+def predicted_classes(scores: np.ndarray, spec: Spec) -> np.ndarray:
+    """The class each row is predicted to be: the most probable one (multiclass), or probability >= 0.5 (binary)."""
+    if spec.task == "multiclass":
+        return np.asarray(scores).argmax(axis=1)
+    return (np.asarray(scores) >= 0.5).astype("int64")
+
+
+def _roc_auc_ovr(y: np.ndarray, probabilities: np.ndarray) -> float:
+    """One-vs-rest ROC AUC, macro-averaged over the classes present in ``y`` (an absent class has no positives)."""
+    present = np.unique(y)
+    return float(np.mean([roc_auc_score(y == code, probabilities[:, code]) for code in present]))
 
 
 def score(y_true: pd.Series, scores: np.ndarray, spec: Spec) -> dict[str, float]:
@@ -129,11 +150,33 @@ def score(y_true: pd.Series, scores: np.ndarray, spec: Spec) -> dict[str, float]
             "log_loss": float(log_loss(y, clipped, labels=[0, 1])),
             "accuracy": float(accuracy_score(y, scores >= 0.5)),
         }
+    if spec.task == "multiclass":
+        if len(np.unique(y)) < 2:
+            raise ValueError("cannot score a multiclass model on rows of a single class")
+        probabilities = np.asarray(scores, dtype=float)
+        predicted = predicted_classes(probabilities, spec)
+        clipped = np.clip(probabilities, 1e-7, 1.0)
+        return {
+            "log_loss": float(log_loss(y, clipped / clipped.sum(axis=1, keepdims=True), labels=list(range(probabilities.shape[1])))),
+            "accuracy": float(accuracy_score(y, predicted)),
+            "macro_f1": float(f1_score(y, predicted, average="macro", zero_division=0)),
+            "roc_auc_ovr": _roc_auc_ovr(y, probabilities),
+        }
     return {
         "rmse": float(root_mean_squared_error(y, scores)),
         "mae": float(mean_absolute_error(y, scores)),
         "r2": float(r2_score(y, scores)),
     }
+
+
+def per_class_recall(y_true: pd.Series, scores: np.ndarray, spec: Spec) -> dict[str, float]:
+    """Recall of each class present in ``y_true``, by class name: which classes a model stopped finding."""
+    if not spec.is_classifier:
+        return {}
+    y = np.asarray(y_true)
+    predicted = predicted_classes(scores, spec)
+    names = class_names(spec)
+    return {names[int(code)]: float(np.mean(predicted[y == code] == code)) for code in np.unique(y)}
 
 
 def evaluate(train: TrainResult, features: FeatureSet, spec: Spec, champion: Any = None, champion_version: str | None = None) -> EvalResult:

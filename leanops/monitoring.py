@@ -12,7 +12,7 @@ import pandas as pd
 from leanops import drift
 from leanops.errors import BatchReadError
 from leanops.features import make_target, model_input_columns, spec_features
-from leanops.modeling import predict_scores, score
+from leanops.modeling import per_class_recall, predict_scores, score
 from leanops.results import DriftResult
 from leanops.settings import Settings, get_settings
 from leanops.spec import Spec
@@ -75,14 +75,22 @@ def assess_batch(
     champion_metrics: dict[str, float],
     feature_importance: dict[str, float] | None,
     spec: Spec,
+    *,
+    holdout: pd.DataFrame,
 ) -> Assessment:
-    """Feature drift and prediction drift of a batch against the reference; a performance check when it has labels."""
+    """Feature drift and prediction drift of a batch against the reference; a performance check when it has labels.
+
+    ``reference`` (the champion's training sample) is what the features are compared with; the
+    champion's predictions are compared with its predictions on ``holdout``, rows it did not train on:
+    on its own training rows a model is more confident than on any new batch, which reads as drift.
+    """
     current = sample_rows(batch, spec.drift.sample_cap, spec.drift.seed)
     inputs = model_input_columns(spec)
     transform = spec_features(spec)
     reference_features = transform.transform(reference[inputs])
     current_features = transform.transform(current[inputs])
-    reference_scores = predict_scores(champion_model, reference[inputs], spec)
+    scoring_rows = sample_rows(holdout, spec.drift.sample_cap, spec.drift.seed)
+    reference_scores = predict_scores(champion_model, scoring_rows[inputs], spec)
     current_scores = predict_scores(champion_model, current[inputs], spec)
     result = drift.compute_drift(
         reference_features, current_features, spec,
@@ -96,7 +104,8 @@ def assess_batch(
         labelled = keep.to_numpy()
         if labelled.sum() >= spec.drift.min_rows and target[labelled].nunique() > 1:
             value = score(target[labelled], current_scores[labelled], spec)[primary]
-            result = result.with_performance(
-                drift.check_performance(primary, value, champion_metrics[primary], spec, n_rows=int(labelled.sum()))
-            )
+            recall = per_class_recall(target[labelled], current_scores[labelled], spec)
+            result = result.with_performance(drift.check_performance(
+                primary, value, champion_metrics[primary], spec, n_rows=int(labelled.sum()), per_class_recall=recall,
+            ))
     return Assessment(result, reference_features, current_features, reference_scores, current_scores)

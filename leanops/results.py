@@ -243,6 +243,12 @@ class PerformanceCheck:
     tolerance: float
     degraded: bool
     n_rows: int | None = None
+    per_class_recall: dict[str, float] = field(default_factory=dict)
+    """Classifiers: the share of each class's labelled rows predicted as that class (which classes it stopped finding)."""
+
+    @property
+    def recall_text(self) -> str:
+        return ", ".join(f"{name} {value:.2f}" for name, value in self.per_class_recall.items())
 
     @property
     def delta(self) -> float:
@@ -334,6 +340,8 @@ class DriftResult:
                 f"- {p.metric} on the labelled batch: {p.value:.4f} vs holdout {p.reference_value:.4f} "
                 f"(tolerance {p.tolerance}): {'DEGRADED' if p.degraded else 'ok'}"
             )
+            if p.per_class_recall:
+                lines.append(f"- recall per class on the labelled batch: {p.recall_text}")
         unknown = {k: v for k, v in self.unknown_categories.items() if v}
         if unknown:
             listed = "; ".join(f"{k}: {', '.join(v[:10])}{' ...' if len(v) > 10 else ''}" for k, v in unknown.items())

@@ -11,18 +11,33 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from leanops.errors import SpecError
 
-TaskType = Literal["binary", "regression"]
+TaskType = Literal["binary", "multiclass", "regression"]
 FeatureKind = Literal["numeric", "categorical"]
 Direction = Literal["maximize", "minimize"]
 ColumnDtype = Literal["integer", "float", "number", "string", "datetime", "boolean"]
 
 CLASSIFICATION_METRICS = {"roc_auc": "maximize", "pr_auc": "maximize", "log_loss": "minimize", "accuracy": "maximize"}
+MULTICLASS_METRICS = {"log_loss": "minimize", "accuracy": "maximize", "macro_f1": "maximize", "roc_auc_ovr": "maximize"}
 REGRESSION_METRICS = {"rmse": "minimize", "mae": "minimize", "r2": "maximize"}
+METRICS_BY_TASK = {"binary": CLASSIFICATION_METRICS, "multiclass": MULTICLASS_METRICS, "regression": REGRESSION_METRICS}
+METRIC_DIRECTIONS = {**CLASSIFICATION_METRICS, **MULTICLASS_METRICS, **REGRESSION_METRICS}
+
+
+def label_text(value: Any) -> str:
+    """One text per label, whatever the column's dtype: ``3``, ``3.0`` and ``"3"`` are the label "3"."""
+    if isinstance(value, (bool, np.bool_)):
+        return str(bool(value))
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        return str(int(value)) if float(value).is_integer() else repr(float(value))
+    return str(value)
 
 
 class _Frozen(BaseModel):
@@ -35,8 +50,33 @@ class TargetSpec(_Frozen):
     """Column the target is read or derived from."""
     positive_when_gt: float | None = None
     """Binary targets derived from a numeric column: positive when source > this value."""
+    positive: list[str] | None = None
+    """Binary targets from a string, categorical or integer-coded label: the value(s) that mean positive.
+    Without it (and without ``positive_when_gt``) a binary source must hold booleans or 0/1."""
+    classes: list[str] | None = None
+    """Multiclass targets: every known class, in a fixed order (the model's outputs follow it)."""
     on_missing: Literal["exclude", "positive", "negative", "error"] = "exclude"
     """Rows whose source is missing (e.g. flights that never departed): handled explicitly and counted."""
+
+    @field_validator("positive", "classes", mode="before")
+    @classmethod
+    def _label_list(cls, value: Any, info) -> list[str] | None:
+        if value is None:
+            return None
+        values = list(value) if isinstance(value, (list, tuple)) else [value]
+        field = f"target.{info.field_name}"
+        if not values:
+            raise ValueError(f"{field} is empty: name at least one value, or remove it")
+        booleans = [v for v in values if isinstance(v, bool)]
+        if booleans:
+            raise ValueError(
+                f"{field} holds the boolean(s) {booleans}: YAML reads unquoted yes/no/true/false/on/off as booleans; "
+                'quote the label as it appears in the data (e.g. "Yes"). A boolean source needs no target.positive.'
+            )
+        odd = [v for v in values if not isinstance(v, (str, int, float)) or (isinstance(v, str) and not v.strip())]
+        if odd:
+            raise ValueError(f"{field} values must be non-empty strings or numbers, got {odd}")
+        return [label_text(v) for v in values]
 
 
 class TimeSpec(_Frozen):
@@ -79,7 +119,7 @@ class MetricSpec(_Frozen):
     guardrails: list[GuardrailSpec] = Field(default_factory=list)
 
     def direction(self, metric: str) -> Direction:
-        return {**CLASSIFICATION_METRICS, **REGRESSION_METRICS}[metric]  # type: ignore[return-value]
+        return METRIC_DIRECTIONS[metric]  # type: ignore[return-value]
 
 
 class SplitSpec(_Frozen):
@@ -183,6 +223,42 @@ class RetrainWindowSpec(_Frozen):
     """A drift-triggered retrain is skipped when the model was retrained less than this ago."""
 
 
+def _check_target(task: str, target: TargetSpec) -> None:
+    """Target fields that cannot work with the task fail when the spec is loaded, naming field and values."""
+    given = {
+        name: getattr(target, name)
+        for name in ("positive", "positive_when_gt", "classes")
+        if getattr(target, name) is not None
+    }
+    allowed = {"binary": {"positive", "positive_when_gt"}, "multiclass": {"classes"}, "regression": set()}[task]
+    for name in sorted(set(given) - allowed):
+        hint = {
+            "positive": "it names the positive label of a binary target (task: binary)",
+            "positive_when_gt": "it derives a binary target from a number (task: binary)",
+            "classes": "it lists the classes of a multiclass target (task: multiclass)",
+        }[name]
+        raise ValueError(f"target.{name} = {given[name]!r} does not fit task {task!r}: {hint}")
+    if task == "binary" and len(given) > 1:
+        raise ValueError(
+            f"target.positive = {target.positive!r} and target.positive_when_gt = {target.positive_when_gt!r}: "
+            "give one way to tell a positive, not both"
+        )
+    if task == "multiclass":
+        classes = target.classes
+        if classes is None:
+            raise ValueError("task 'multiclass' needs target.classes: every known class in a fixed order, e.g. classes: [a, b, c]")
+        duplicated = sorted({c for c in classes if classes.count(c) > 1})
+        if duplicated:
+            raise ValueError(f"target.classes = {classes!r} lists {duplicated} more than once")
+        if len(classes) < 3:
+            raise ValueError(
+                f"target.classes = {classes!r} has {len(classes)} class(es); a multiclass target needs at least 3 "
+                "(two classes: task: binary with target.positive)"
+            )
+    if task != "binary" and target.on_missing in ("positive", "negative"):
+        raise ValueError(f"target.on_missing = {target.on_missing!r} only fits a binary target; task is {task!r}")
+
+
 class ScheduleSpec(_Frozen):
     """When the model retrains on its window of landed batches. One scheduler (prefect.yaml's
     ``schedule/every-5-minutes``) starts the retrains that are due, so a new spec needs no deployment."""
@@ -233,10 +309,12 @@ class Spec(_Frozen):
 
     @model_validator(mode="after")
     def _check_consistency(self) -> "Spec":
-        known = CLASSIFICATION_METRICS if self.task == "binary" else REGRESSION_METRICS
-        for metric in [self.metric.primary, *(g.name for g in self.metric.guardrails)]:
+        _check_target(self.task, self.target)
+        known = METRICS_BY_TASK[self.task]
+        named = [("metric.primary", self.metric.primary), *(("metric.guardrails", g.name) for g in self.metric.guardrails)]
+        for field, metric in named:
             if metric not in known:
-                raise ValueError(f"metric {metric!r} does not fit task {self.task!r}; choose from {sorted(known)}")
+                raise ValueError(f"{field} {metric!r} does not fit task {self.task!r}; choose from {sorted(known)}")
         names = [f.name for f in self.features]
         if len(names) != len(set(names)):
             raise ValueError("feature names must be unique")
@@ -266,6 +344,10 @@ class Spec(_Frozen):
         if self.time is not None and any(f.derive for f in self.features):
             cols.append(self.time.column)
         return cols
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.task != "regression"
 
     @property
     def primary_direction(self) -> Direction:

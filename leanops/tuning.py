@@ -190,21 +190,23 @@ def _pruner(spec: Spec) -> "optuna.pruners.BasePruner":
 # --- the objective -------------------------------------------------------------------------------
 
 _EVAL_METRICS = {
-    # primary metric -> XGBoost evaluation metric for early stopping and pruning
-    "roc_auc": "auc",
-    "pr_auc": "aucpr",
-    "log_loss": "logloss",
-    "accuracy": "error",
-    "rmse": "rmse",
-    "mae": "mae",
-    "r2": "rmse",
+    # primary metric -> XGBoost evaluation metric for early stopping and pruning, per task: the metric
+    # itself where XGBoost has it, else one on the same scale and in the same direction.
+    "binary": {"roc_auc": "auc", "pr_auc": "aucpr", "log_loss": "logloss", "accuracy": "error"},
+    "multiclass": {"log_loss": "mlogloss", "accuracy": "merror", "macro_f1": "merror", "roc_auc_ovr": "auc"},
+    "regression": {"rmse": "rmse", "mae": "mae", "r2": "rmse"},
 }
+
+
+def eval_metric_for(spec: Spec) -> str:
+    return _EVAL_METRICS[spec.task][spec.metric.primary]
 
 
 def _to_primary(spec: Spec, y_valid: np.ndarray) -> Callable[[float], float]:
     """Map XGBoost's evaluation value to the primary metric's scale and direction (what the pruner compares)."""
-    metric = spec.metric.primary
-    if metric == "accuracy":
+    metric, eval_metric = spec.metric.primary, eval_metric_for(spec)
+    if eval_metric in ("error", "merror"):
+        # 1 - error is the accuracy: the metric itself, or for macro F1 the nearest in scale and direction.
         return lambda error: 1.0 - error
     if metric == "r2":
         variance = float(np.var(y_valid))
@@ -281,7 +283,11 @@ def _prepare(X_train, y_train, X_valid, y_valid, spec: Spec, build_model: BuildM
             if missing:
                 problems.append(f"{name} lacks the model's input columns {missing}")
     y_valid_arr = np.asarray(y_valid)
-    if spec.task == "binary" and len(np.unique(y_valid_arr)) < 2:
+    if spec.task == "multiclass":
+        absent = sorted(set(range(len(spec.target.classes))) - set(np.unique(np.asarray(y_train)).tolist()))
+        if absent:
+            problems.append(f"the training split lacks the class(es) {[spec.target.classes[i] for i in absent]}")
+    if spec.is_classifier and len(np.unique(y_valid_arr)) < 2:
         problems.append("the validation split holds a single class: the metric is undefined")
     if spec.metric.primary == "r2" and len(y_valid_arr) and float(np.var(y_valid_arr)) == 0.0:
         problems.append("the validation target is constant: r2 is undefined")
@@ -313,7 +319,7 @@ def _objective(data: _TrialData, spec: Spec, threads: int, worker_index: int) ->
 
     from leanops.modeling import predict_scores, score
 
-    eval_metric = _EVAL_METRICS[spec.metric.primary]
+    eval_metric = eval_metric_for(spec)
     to_primary = _to_primary(spec, data.y_valid)
     callback_class = _pruning_callback_class()
 

