@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from leanops import promotion
+from leanops import audit
 from leanops.results import AliasChange
 from tasks.promote import read_alias_history
 from tasks.spec import load_model_spec
@@ -18,7 +18,7 @@ def history(spec: str) -> list[AliasChange]:
     """Print every promotion, rejection and rollback of the model, oldest first."""
     model_spec = load_model_spec(spec)
     changes = read_alias_history(model_spec)
-    print(f"alias history of {model_spec.registered_model_name}:\n{promotion.format_history(changes)}")
+    print(f"alias history of {model_spec.registered_model_name}:\n{audit.format_history(changes)}")
     return changes
 
 

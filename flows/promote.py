@@ -9,7 +9,7 @@ from prefect import flow, pause_flow_run, runtime
 from prefect.exceptions import FlowPauseTimeout
 from prefect.input import RunInput
 
-from leanops import promotion
+from leanops import promotion, promotion_messages
 from leanops.errors import AliasConflict
 from leanops.results import AliasChange, Approval, PromotionDecision
 from leanops.spec import Spec
@@ -65,10 +65,10 @@ def promote(
             break
     else:
         raise AliasConflict(f"the champion of {model_spec.name} changed during each of {MAX_ROUNDS} decisions; nothing was moved")
-    event = promotion.outcome_event(decision, change)
+    event = promotion_messages.outcome_event(decision, change)
     if event is not None:
         publish_event(event)
-    alert = promotion.decision_alert(decision, change)
+    alert = promotion_messages.decision_alert(decision, change)
     if alert is not None:
         send_alert(alert)
     return change
@@ -78,9 +78,9 @@ def wait_for_approval(decision: PromotionDecision, model_spec: Spec, why_asked: 
     """Pause this run until someone answers the form (Slack links to it); no answer in time is a rejection.
     Must run in the flow itself: a task cannot pause its flow run."""
     timeout = model_spec.promotion.approval_timeout_seconds
-    send_alert(promotion.approval_request_alert(decision, runtime.flow_run.ui_url or "", timeout, why_asked, earlier))
+    send_alert(promotion_messages.approval_request_alert(decision, runtime.flow_run.ui_url or "", timeout, why_asked, earlier))
     form = ApprovalInput.with_initial_data(
-        description=promotion.approval_form_text(decision, timeout, why_asked, earlier), approve=False
+        description=promotion_messages.approval_form_text(decision, timeout, why_asked, earlier), approve=False
     )
     try:
         # Each poll is an API call: every second for short waits (resumes within ~1 s), every 5 s for long ones.

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from prefect import flow
 
-from leanops import promotion
+from leanops import promotion_messages
 from leanops.results import AliasChange
 from tasks.alert import alert_on_failure, send_alert
 from tasks.ingest import load_batch
@@ -23,7 +23,7 @@ def rollback(spec: str, to_version: int | str | None = None, batch_uri: str | No
     current, target = find_rollback_candidates(model_spec, to_version, missing_ok=bool(batch_uri))
     if target is None:
         change = keep_champion(model_spec, current, reason)
-        send_alert(promotion.rollback_alert(change))
+        send_alert(promotion_messages.rollback_alert(change))
         return change
     check = None
     if batch_uri:
@@ -31,10 +31,10 @@ def rollback(spec: str, to_version: int | str | None = None, batch_uri: str | No
         validate_batch(batch, model_spec)
         check = compare_on_batch(model_spec, current, target, batch)
     change = apply_rollback(model_spec, current, target, check, reason)
-    event = promotion.rollback_event(change, batch_uri)
+    event = promotion_messages.rollback_event(change, batch_uri)
     if event is not None:
         publish_event(event)
-    alert = promotion.rollback_alert(change)
+    alert = promotion_messages.rollback_alert(change)
     if alert is not None:
         send_alert(alert)
     return change

@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from leanops import promotion
+from leanops import audit, promotion
 from leanops.errors import AliasConflict, ModelNotFound, NoChampion, RegistrationFailed, RegistryUnavailable
 from leanops.features import model_input_columns
 from leanops.results import (
@@ -575,7 +575,7 @@ def smoke_test(info: ModelVersionInfo, spec: Spec, settings: Settings | None = N
 
 def record_alias_change(change: AliasChange, version_tags: dict[str, str], settings: Settings | None = None) -> None:
     """Append ``change`` to the model's audit trail and tag the version it concerns."""
-    key, value = promotion.audit_tag(change)
+    key, value = audit.audit_tag(change)
     set_version_tags(change.model_name, change.version, version_tags, settings)
     set_model_tags(change.model_name, {key: value}, settings)
 
@@ -602,13 +602,13 @@ def apply_promotion(decision: PromotionDecision, flow_run_url: str = "", setting
         # An earlier attempt of this very decision moved the aliases but failed before recording it
         # (the task retried): apply it again (the same writes) and record it, so the trail misses no move.
         action, champion = "promoted", decision.champion_version
-    change = promotion.promotion_change(decision, action, champion, previous, flow_run_url)
+    change = audit.promotion_change(decision, action, champion, previous, flow_run_url)
     if action in ("noop", "stale"):
         return change
     if action == "promoted":
         get_version(name, decision.challenger_version, settings)  # deleted meanwhile: ModelNotFound, nothing moved
         _move_champion(name, decision.challenger_version, champion, settings)
-    record_alias_change(change, promotion.decision_tags(decision, change), settings)
+    record_alias_change(change, audit.decision_tags(decision, change), settings)
     return change
 
 
@@ -643,9 +643,9 @@ def apply_rollback(
         )
     why = promotion.rollback_reason(check, reason)
     if str(target) == champion:
-        return promotion.rollback_change(name, "noop", str(target), champion, previous, f"v{target} already is the champion", by, flow_run_url)
+        return audit.rollback_change(name, "noop", str(target), champion, previous, f"v{target} already is the champion", by, flow_run_url)
     action = "kept" if check is not None and not check.previous_is_better else "rolled_back"
-    change = promotion.rollback_change(name, action, str(target), champion, previous, why, by, flow_run_url)
+    change = audit.rollback_change(name, action, str(target), champion, previous, why, by, flow_run_url)
     if action == "rolled_back":
         get_version(name, str(target), settings)
         set_alias(name, CHAMPION, str(target), settings)
@@ -653,17 +653,17 @@ def apply_rollback(
             delete_alias(name, PREVIOUS_CHAMPION, settings)
         # No alias leads back to the version rolled away from, and its tag makes any promotion of it
         # wait for a person's new decision (a plain promote would otherwise judge it again).
-        set_version_tags(name, champion, promotion.rolled_back_tags(change), settings)
+        set_version_tags(name, champion, audit.rolled_back_tags(change), settings)
         if _alias_version(name, CHALLENGER, settings) == champion:
             delete_alias(name, CHALLENGER, settings)
-    record_alias_change(change, promotion.rollback_tags(change), settings)
+    record_alias_change(change, audit.rollback_tags(change), settings)
     return change
 
 
 def alias_history(name: str, settings: Settings | None = None) -> list[AliasChange]:
     """Every recorded promotion, rejection and rollback of the model, oldest first."""
     tags = get_model_tags(name, settings)
-    return [promotion.change_from_tag(tags[key]) for key in sorted(k for k in tags if k.startswith(promotion.AUDIT_TAG_PREFIX))]
+    return [audit.change_from_tag(tags[key]) for key in sorted(k for k in tags if k.startswith(audit.AUDIT_TAG_PREFIX))]
 
 
 # --- monitoring runs ----------------------------------------------------------------------------

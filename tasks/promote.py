@@ -11,7 +11,7 @@ from prefect import get_run_logger, runtime, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from leanops import promotion, registry
+from leanops import audit, promotion, registry
 from leanops.registry import ModelVersionInfo
 from leanops.results import (
     AliasChange,
@@ -109,7 +109,7 @@ def remember_approval(decision: PromotionDecision, approval: Approval) -> Approv
     if approval.source == "human":
         registry.set_version_tags(
             decision.model_name, decision.challenger_version,
-            {promotion.approval_tag_key(decision): promotion.approval_tag_value(approval, _run_id())},
+            {audit.approval_tag_key(decision): audit.approval_tag_value(approval, _run_id())},
         )
     return approval
 
@@ -135,7 +135,7 @@ def apply_decision(spec: Spec, decision: PromotionDecision) -> AliasChange:
 @task(cache_policy=NO_CACHE)
 def already_champion(challenger: ModelVersionInfo) -> AliasChange:
     get_run_logger().info("v%s already is the champion of %s: nothing to do", challenger.version, challenger.name)
-    return promotion.already_champion(challenger.name, challenger.version, _run_url())
+    return audit.already_champion(challenger.name, challenger.version, _run_url())
 
 
 # --- rollback -------------------------------------------------------------------------------------
@@ -150,7 +150,7 @@ def find_rollback_candidates(spec: Spec, to_version: str | None, missing_ok: boo
 @task(cache_policy=NO_CACHE)
 def keep_champion(spec: Spec, current: ModelVersionInfo, reason: str) -> AliasChange:
     """Nothing to roll back to: the champion stays, and the outcome says what to do instead."""
-    change = promotion.nothing_to_roll_back_to(
+    change = audit.nothing_to_roll_back_to(
         spec.registered_model_name, current.version, reason, f"rollback ({runtime.flow_run.name or 'by hand'})", _run_url()
     )
     get_run_logger().warning(change.reason)

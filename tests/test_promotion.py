@@ -8,7 +8,7 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pytest
 
-from leanops import promotion
+from leanops import audit, promotion, promotion_messages
 from leanops.results import (
     AliasChange,
     Approval,
@@ -229,7 +229,7 @@ def test_a_recorded_human_answer_is_reused_only_by_a_retry_of_the_run_that_asked
     champion = candidate("1")
     decision = promotion.decide(candidate("2", auc=0.72), champion, LENIENT, AUC)
     answer = Approval(True, "ana", "ok", "2024-01-01T00:00:00+00:00", source="human")
-    tags = {promotion.approval_tag_key(decision): promotion.approval_tag_value(answer, "run-1")}
+    tags = {audit.approval_tag_key(decision): audit.approval_tag_value(answer, "run-1")}
     soon = datetime(2024, 1, 1, 0, 0, 30, tzinfo=timezone.utc)
 
     reused, note = promotion.reusable_approval(decision, tags, "run-1", 120, now=soon)
@@ -253,8 +253,8 @@ def test_a_recorded_human_answer_is_reused_only_by_a_retry_of_the_run_that_asked
 
 
 def test_a_version_rolled_back_away_from_needs_a_persons_new_decision():
-    change = promotion.rollback_change("m", "rolled_back", "1", "2", None, "bad release", "rollback (by hand)")
-    tags = promotion.rolled_back_tags(change)
+    change = audit.rollback_change("m", "rolled_back", "1", "2", None, "bad release", "rollback (by hand)")
+    tags = audit.rolled_back_tags(change)
 
     mode, why = promotion.approval_requirement("auto", tags)
 
@@ -267,21 +267,21 @@ def test_the_form_and_the_alerts_say_what_is_reused():
     decision = promotion.decide(candidate("2", auc=0.72), candidate("1"), LENIENT, AUC)
     earlier = "An earlier answer (approved by ana at 2024-01-01T00:00:00+00:00) is not reused: asked again."
 
-    form = promotion.approval_form_text(decision, 120, "Asked again: earlier answers are not reused.", earlier)
+    form = promotion_messages.approval_form_text(decision, 120, "Asked again: earlier answers are not reused.", earlier)
     assert earlier in form and "reused only if this same run is retried within 120 s" in form
-    request = promotion.approval_request_alert(decision, "http://ui/run", 120, "Asked again.", earlier)
+    request = promotion_messages.approval_request_alert(decision, "http://ui/run", 120, "Asked again.", earlier)
     assert ("Earlier answer", earlier) in request.fields
 
     reused = decision.with_approval(Approval(True, "ana", "ok", "2024-01-01T00:00:00+00:00", source="recorded"))
-    alert = promotion.decision_alert(reused, promotion.promotion_change(reused, "promoted", "1", None))
+    alert = promotion_messages.decision_alert(reused, audit.promotion_change(reused, "promoted", "1", None))
     assert dict(alert.fields)["Answer"].startswith("Reused: the answer approved by ana at 2024-01-01T00:00:00+00:00")
 
 
 def test_policy_and_timeout_answers_are_not_recorded_as_human_answers():
     decision = promotion.decide(candidate("2", auc=0.72), candidate("1"), LENIENT, AUC)
     for approval in (promotion.policy_approval(decision), promotion.timeout_approval(60)):
-        tags = promotion.decision_tags(decision.with_approval(approval), promotion.promotion_change(decision, "rejected", "1", None))
-        assert promotion.approval_tag_key(decision) not in tags
+        tags = audit.decision_tags(decision.with_approval(approval), audit.promotion_change(decision, "rejected", "1", None))
+        assert audit.approval_tag_key(decision) not in tags
     assert promotion.timeout_approval(60).approved is False
 
 
@@ -300,14 +300,14 @@ def test_applying_a_decision_depends_on_the_champion_at_the_moment_of_the_swap()
 def test_a_promotion_moves_the_old_champion_to_previous_champion():
     decision = promotion.decide(candidate("2", auc=0.72), candidate("1"), LENIENT, AUC)
     approved = decision.with_approval(promotion.policy_approval(decision))
-    change = promotion.promotion_change(approved, "promoted", "1", "0", "http://ui/run")
+    change = audit.promotion_change(approved, "promoted", "1", "0", "http://ui/run")
     assert (change.champion_after, change.previous_champion_after, change.by) == ("2", "1", "policy:auto")
-    rejected = promotion.promotion_change(decision, "rejected", "1", "0")
+    rejected = audit.promotion_change(decision, "rejected", "1", "0")
     assert (rejected.champion_after, rejected.previous_champion_after) == ("1", "0")
-    key, value = promotion.audit_tag(change)
-    assert key.startswith(promotion.AUDIT_TAG_PREFIX)
-    assert promotion.change_from_tag(value) == change
-    ledger = json.loads(promotion.decision_tags(approved, change)[promotion.LEDGER_TAG])
+    key, value = audit.audit_tag(change)
+    assert key.startswith(audit.AUDIT_TAG_PREFIX)
+    assert audit.change_from_tag(value) == change
+    ledger = json.loads(audit.decision_tags(approved, change)[audit.LEDGER_TAG])
     assert {row["gate"] for row in ledger} >= {"smoke_test", "latency", "primary_improvement", "guardrail"}
 
 
@@ -322,7 +322,7 @@ def test_the_trail_explains_the_champion_when_its_last_move_put_it_there():
 
 
 def test_audit_keys_sort_in_time_order_and_never_collide():
-    keys = [promotion.audit_key() for _ in range(200)]
+    keys = [audit.audit_key() for _ in range(200)]
     assert len(set(keys)) == 200
     assert [k.split("-")[0] for k in keys] == sorted(k.split("-")[0] for k in keys)
 
@@ -331,7 +331,7 @@ def test_the_ledger_reads_as_markdown_and_as_text():
     decision = promotion.decide(candidate("2", auc=0.68), candidate("1"), LENIENT, AUC)
     markdown = decision.markdown()
     assert "**FAIL**" in markdown and "champion v1" in markdown and "Gates: FAIL: reject" in markdown
-    text = promotion.ledger_text(decision)
+    text = promotion_messages.ledger_text(decision)
     assert "primary_improvement" in text and "FAIL" in text
 
 
@@ -341,11 +341,11 @@ def test_history_lists_who_was_champion_when_and_why():
         AliasChange("m", "promoted", "2", "1", "2", "1", "all 9 gates passed; approved by ana", "ana", "2024-02-01T00:00:00+00:00"),
         AliasChange("m", "rolled_back", "1", "2", "1", None, "degraded on july", "rollback", "2024-03-01T00:00:00+00:00"),
     ]
-    text = promotion.format_history(entries).splitlines()
+    text = audit.format_history(entries).splitlines()
     assert len(text) == 4
     assert "v1 -> v2" in text[2] and "approved by ana" in text[2]
     assert "rolled_back" in text[3] and "degraded on july" in text[3]
-    assert promotion.format_history([]) == "no alias changes recorded"
+    assert audit.format_history([]) == "no alias changes recorded"
 
 
 def test_rollback_check_follows_the_metric_direction():

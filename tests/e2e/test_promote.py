@@ -220,7 +220,7 @@ def _was_paused(flow_run_id) -> bool:
         return any(state.is_paused() for state in client.read_flow_run_states(flow_run_id))
 
 
-def test_manual_approval_resumes_both_ways_times_out_to_a_rejection_and_is_not_asked_twice(sources, tmp_path, july):
+def test_manual_approval_resumes_both_ways_times_out_to_a_rejection_and_a_new_run_asks_again(sources, tmp_path, july):
     from flows.promote import promote
 
     name, (v1,) = new_model(sources, "strong")
