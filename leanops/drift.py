@@ -19,8 +19,9 @@ The human-facing HTML/JSON report comes from :func:`build_evidently_report`.
 Decisions, all from ``spec.drift``:
 
 - a side with fewer than ``min_rows`` rows gives status ``"inconclusive"`` (never ``"drift"``);
-- a feature drifts when its score >= ``threshold``; the batch drifts (``dataset_drift``) when the
-  share of drifted features (importance-weighted if ``weight_by_importance``) >= ``dataset_drift_share``;
+- a feature drifts when its score >= ``threshold`` (``numeric_threshold`` for numeric features, if set);
+  the batch drifts (``dataset_drift``) when the share of drifted features (importance-weighted if
+  ``weight_by_importance``) >= ``dataset_drift_share``;
 - prediction drift, against ``prediction_threshold``: the champion's scores (binary, regression) with the
   numeric method, or its predicted classes (multiclass: the predicted class distribution) with the
   categorical method. Reference scores must come from rows the champion did not train on (its holdout):
@@ -274,6 +275,11 @@ def _method_for(kind: str, spec: Spec) -> str:
     return spec.drift.numeric_method if kind == "numeric" else spec.drift.categorical_method
 
 
+def threshold_for(kind: str, spec: Spec) -> float:
+    numeric = spec.drift.numeric_threshold
+    return numeric if kind == "numeric" and numeric is not None else spec.drift.threshold
+
+
 # --- the check ---------------------------------------------------------------------------------
 
 
@@ -380,8 +386,9 @@ def compute_drift(
     features = []
     for name, kind in columns:
         score, note = scored[name]
-        drifted = bool(note) or score >= cfg.threshold
-        features.append(FeatureDrift(name, kind, _method_for(kind, spec), score, cfg.threshold, drifted, note))
+        threshold = threshold_for(kind, spec)
+        drifted = bool(note) or score >= threshold
+        features.append(FeatureDrift(name, kind, _method_for(kind, spec), score, threshold, drifted, note))
 
     drifted_names = tuple(sorted(f.name for f in features if f.drifted))
     if weights is None:
@@ -465,7 +472,7 @@ def _run_evidently(reference: pd.DataFrame, current: pd.DataFrame, columns: Sequ
     extra = extra or {}
     definition = _evidently_definition([*columns, *((name, kind) for name, (kind, _) in extra.items())])
     methods = {name: _EVIDENTLY_METHOD[_method_for(kind, spec)] for name, kind in columns}
-    thresholds = {name: spec.drift.threshold for name, _ in columns}
+    thresholds = {name: threshold_for(kind, spec) for name, kind in columns}
     for name, (kind, threshold) in extra.items():
         methods[name] = _EVIDENTLY_METHOD[_method_for(kind, spec)]
         thresholds[name] = threshold

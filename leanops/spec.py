@@ -184,7 +184,10 @@ class DriftSpec(_Frozen):
     numeric_method: Literal["wasserstein", "psi"] = "wasserstein"
     categorical_method: Literal["jensenshannon", "psi"] = "jensenshannon"
     threshold: float = 0.1
-    """Per-feature effect-size threshold."""
+    """Per-feature effect-size threshold (for numeric features too, unless ``numeric_threshold`` is set)."""
+    numeric_threshold: float | None = None
+    """Per-feature threshold of numeric features, in the numeric method's own unit (Wasserstein: standard
+    deviations of the reference), which is not the categorical method's (Jensen-Shannon: 0 to 0.83)."""
     dataset_drift_share: float = 0.3
     """A batch drifts when at least this (optionally importance-weighted) share of features drift."""
     weight_by_importance: bool = False

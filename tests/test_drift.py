@@ -37,6 +37,13 @@ def with_drift(spec, **changes):
     return spec.model_copy(update={"drift": spec.drift.model_copy(update=changes)})
 
 
+@pytest.fixture(scope="module")
+def spec(spec):
+    """The drift settings the facts above were measured with: one threshold of 0.1 for every kind and
+    30% of features. The flights spec's own settings are tested in test_drift_lever.py."""
+    return with_drift(spec, threshold=0.1, numeric_threshold=None, dataset_drift_share=0.3, prediction_threshold=0.1)
+
+
 WEATHER_DRIFT = {"temp", "dewp", "humid", "visib", "wind_speed"}
 SCHEDULE = {"hour", "minute", "sched_dep_time", "sched_arr_time", "distance", "carrier", "origin", "weekday"}
 
