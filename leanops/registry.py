@@ -20,17 +20,14 @@ from typing import Any
 
 import pandas as pd
 
-from leanops import audit, promotion
-from leanops.errors import AliasConflict, ModelNotFound, NoChampion, RegistrationFailed, RegistryUnavailable
+from leanops import promotion
+from leanops.errors import ModelNotFound, NoChampion, RegistrationFailed, RegistryUnavailable
 from leanops.features import model_input_columns
 from leanops.results import (
-    AliasChange,
     EvalResult,
     FeatureSet,
     Lineage,
-    PromotionDecision,
     RegistrationResult,
-    RollbackCheck,
     SmokeTestResult,
     TrainResult,
     TuningResult,
@@ -498,13 +495,11 @@ def set_model_tag(name: str, key: str, value: str | None, settings: Settings | N
         mlflow_client.create_registered_model(name, tags={key: value})
 
 
-# --- promotion and rollback: resolving versions, smoke tests, alias moves, the audit trail ------
-# Alias moves below must run inside the model's lock (tasks/promote.py): they read the champion,
-# decide what to do from that reading, and write.
+# --- promotion and rollback: resolving versions, smoke tests (the alias moves: leanops.aliases) ------
 
 
 @_speaks_to_mlflow
-def _alias_version(name: str, alias: str, settings: Settings | None = None) -> str | None:
+def alias_version(name: str, alias: str, settings: Settings | None = None) -> str | None:
     """The version an alias points at; None only when MLflow says the alias does not exist
     (any other failure raises, so a flaky read never passes for "no champion")."""
     from mlflow.exceptions import MlflowException
@@ -571,99 +566,6 @@ def smoke_test(info: ModelVersionInfo, spec: Spec, settings: Settings | None = N
     except Exception as exc:  # noqa: BLE001
         return SmokeTestResult(info.model_uri, False, len(example), f"cannot predict: {type(exc).__name__}: {exc}"[:500])
     return promotion.check_predictions(info.model_uri, predictions, len(example), spec)
-
-
-def record_alias_change(change: AliasChange, version_tags: dict[str, str], settings: Settings | None = None) -> None:
-    """Append ``change`` to the model's audit trail and tag the version it concerns."""
-    key, value = audit.audit_tag(change)
-    set_version_tags(change.model_name, change.version, version_tags, settings)
-    set_model_tags(change.model_name, {key: value}, settings)
-
-
-def _move_champion(name: str, new_version: str, old_version: str | None, settings: Settings | None = None) -> None:
-    # previous-champion first: an interruption between the two writes leaves the old champion
-    # serving with a correct rollback target, never a new champion with a stale one.
-    if old_version is not None:
-        set_alias(name, PREVIOUS_CHAMPION, old_version, settings)
-    set_alias(name, CHAMPION, new_version, settings)
-
-
-def apply_promotion(decision: PromotionDecision, flow_run_url: str = "", settings: Settings | None = None) -> AliasChange:
-    """Apply a (possibly approved) decision against the champion as it is now, and record it.
-
-    Returns the AliasChange: ``promoted`` / ``rejected`` (recorded), ``noop`` (the challenger already is
-    champion) or ``stale`` (the champion changed since the decision: nothing moved, nothing recorded)."""
-    name = decision.model_name
-    champion = _alias_version(name, CHAMPION, settings)
-    previous = _alias_version(name, PREVIOUS_CHAMPION, settings)
-    action = promotion.plan_alias_move(decision, champion)
-    if action == "noop" and decision.promote and previous == decision.champion_version \
-            and not promotion.trail_explains(alias_history(name, settings), champion):
-        # An earlier attempt of this very decision moved the aliases but failed before recording it
-        # (the task retried): apply it again (the same writes) and record it, so the trail misses no move.
-        action, champion = "promoted", decision.champion_version
-    change = audit.promotion_change(decision, action, champion, previous, flow_run_url)
-    if action in ("noop", "stale"):
-        return change
-    if action == "promoted":
-        get_version(name, decision.challenger_version, settings)  # deleted meanwhile: ModelNotFound, nothing moved
-        _move_champion(name, decision.challenger_version, champion, settings)
-    record_alias_change(change, audit.decision_tags(decision, change), settings)
-    return change
-
-
-def rollback_candidates(
-    name: str, to_version: str | None = None, settings: Settings | None = None, missing_ok: bool = False
-) -> tuple[ModelVersionInfo, ModelVersionInfo | None]:
-    """(current champion, version to roll back to): ``to_version`` or the ``previous-champion``. With no
-    previous champion (none yet, or spent by an earlier rollback): ModelNotFound, or None if ``missing_ok``."""
-    if not model_exists(name, settings):
-        raise ModelNotFound(f"no registered model {name!r}")
-    champion = get_champion(name, settings)
-    if to_version is not None:
-        return champion, get_version(name, str(to_version), settings)
-    previous = get_alias(name, PREVIOUS_CHAMPION, settings)
-    if previous is None and not missing_ok:
-        raise ModelNotFound(f"model {name!r} has no {PREVIOUS_CHAMPION!r} to roll back to; pass to_version")
-    return champion, previous
-
-
-def apply_rollback(
-    name: str, expected_champion: str, target: str, check: RollbackCheck | None = None, reason: str = "", by: str = "rollback",
-    flow_run_url: str = "", settings: Settings | None = None,
-) -> AliasChange:
-    """Move ``champion`` to ``target`` (unless ``check`` says the target is not better: ``kept``), drop
-    ``previous-champion`` and record why. Raises AliasConflict if the champion is no longer ``expected_champion``."""
-    champion = _alias_version(name, CHAMPION, settings)
-    previous = _alias_version(name, PREVIOUS_CHAMPION, settings)
-    if champion != str(expected_champion):
-        raise AliasConflict(
-            f"the champion of {name!r} changed to v{champion or 'none'} (expected v{expected_champion}) "
-            "during the rollback; nothing was changed: run it again"
-        )
-    why = promotion.rollback_reason(check, reason)
-    if str(target) == champion:
-        return audit.rollback_change(name, "noop", str(target), champion, previous, f"v{target} already is the champion", by, flow_run_url)
-    action = "kept" if check is not None and not check.previous_is_better else "rolled_back"
-    change = audit.rollback_change(name, action, str(target), champion, previous, why, by, flow_run_url)
-    if action == "rolled_back":
-        get_version(name, str(target), settings)
-        set_alias(name, CHAMPION, str(target), settings)
-        if previous is not None:
-            delete_alias(name, PREVIOUS_CHAMPION, settings)
-        # No alias leads back to the version rolled away from, and its tag makes any promotion of it
-        # wait for a person's new decision (a plain promote would otherwise judge it again).
-        set_version_tags(name, champion, audit.rolled_back_tags(change), settings)
-        if _alias_version(name, CHALLENGER, settings) == champion:
-            delete_alias(name, CHALLENGER, settings)
-    record_alias_change(change, audit.rollback_tags(change), settings)
-    return change
-
-
-def alias_history(name: str, settings: Settings | None = None) -> list[AliasChange]:
-    """Every recorded promotion, rejection and rollback of the model, oldest first."""
-    tags = get_model_tags(name, settings)
-    return [audit.change_from_tag(tags[key]) for key in sorted(k for k in tags if k.startswith(audit.AUDIT_TAG_PREFIX))]
 
 
 # --- monitoring runs ----------------------------------------------------------------------------

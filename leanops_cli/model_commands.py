@@ -151,10 +151,10 @@ def history(
 
         leanops history churn
     """
-    from leanops import registry
+    from leanops import aliases
 
     name = _model_name(model)
-    changes = attempt(lambda: registry.alias_history(name), as_json)
+    changes = attempt(lambda: aliases.alias_history(name), as_json)
     answer(changes, as_json, lambda: console.print(table(
         f"alias history of {name}", ["when (UTC)", "action", "version", "champion", "previous", "by", "why"],
         [[c.at[:19].replace("T", " "), c.action, f"v{c.version}", _champion_move(c), f"v{c.previous_champion_after}" if c.previous_champion_after else None, c.by, c.reason]

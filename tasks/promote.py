@@ -11,7 +11,7 @@ from prefect import get_run_logger, runtime, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from leanops import audit, promotion, registry
+from leanops import aliases, audit, promotion, registry
 from leanops.registry import ModelVersionInfo
 from leanops.results import (
     AliasChange,
@@ -118,7 +118,7 @@ def remember_approval(decision: PromotionDecision, approval: Approval) -> Approv
 def apply_decision(spec: Spec, decision: PromotionDecision) -> AliasChange:
     """Under the model's lock: re-read the champion, move aliases if the decision still holds, record it."""
     with model_lock(spec.registered_model_name, "aliases"):
-        change = registry.apply_promotion(decision, _run_url())
+        change = aliases.apply_promotion(decision, _run_url())
     logger = get_run_logger()
     logger.info("%s v%s: %s", change.action, change.version, change.reason)
     if change.action in ("promoted", "rejected"):
@@ -144,7 +144,7 @@ def already_champion(challenger: ModelVersionInfo) -> AliasChange:
 @task(cache_policy=NO_CACHE, **RETRY_IO)
 def find_rollback_candidates(spec: Spec, to_version: str | None, missing_ok: bool = False) -> tuple[ModelVersionInfo, ModelVersionInfo | None]:
     """(champion, target); with ``missing_ok``, target None when there is no previous champion."""
-    return registry.rollback_candidates(spec.registered_model_name, to_version, missing_ok=missing_ok)
+    return aliases.rollback_candidates(spec.registered_model_name, to_version, missing_ok=missing_ok)
 
 
 @task(cache_policy=NO_CACHE)
@@ -174,7 +174,7 @@ def compare_on_batch(spec: Spec, current: ModelVersionInfo, previous: ModelVersi
 def apply_rollback(spec: Spec, current: ModelVersionInfo, target: ModelVersionInfo, check: RollbackCheck | None, reason: str) -> AliasChange:
     by = f"rollback ({runtime.flow_run.name or 'by hand'})"
     with model_lock(spec.registered_model_name, "aliases"):
-        change = registry.apply_rollback(spec.registered_model_name, current.version, target.version, check, reason, by, _run_url())
+        change = aliases.apply_rollback(spec.registered_model_name, current.version, target.version, check, reason, by, _run_url())
     get_run_logger().info("%s: champion v%s -> v%s (%s)", change.action, change.champion_before, change.champion_after, change.reason)
     create_markdown_artifact(
         key=f"{spec.name}-rollback",
@@ -189,7 +189,7 @@ def apply_rollback(spec: Spec, current: ModelVersionInfo, target: ModelVersionIn
 
 @task(cache_policy=NO_CACHE, **RETRY_IO)
 def read_alias_history(spec: Spec) -> list[AliasChange]:
-    changes = registry.alias_history(spec.registered_model_name)
+    changes = aliases.alias_history(spec.registered_model_name)
     create_table_artifact(
         key=f"{spec.name}-alias-history",
         table=[

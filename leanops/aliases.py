@@ -1,0 +1,106 @@
+"""Moving a model's aliases, each move written with its audit entry: promotion, rollback, history.
+
+Composes the registry adapter's reads and writes (``leanops.registry``, the only MLflow user) with the
+decisions (``leanops.promotion``) and the trail's entries (``leanops.audit``). The moves read the
+champion, decide from that reading and write: callers hold the model's "aliases" lock (tasks/promote.py).
+"""
+
+from __future__ import annotations
+
+from leanops import audit, promotion, registry
+from leanops.errors import AliasConflict, ModelNotFound
+from leanops.results import AliasChange, PromotionDecision, RollbackCheck
+from leanops.settings import Settings
+
+
+def record_alias_change(change: AliasChange, version_tags: dict[str, str], settings: Settings | None = None) -> None:
+    """Append ``change`` to the model's audit trail and tag the version it concerns."""
+    key, value = audit.audit_tag(change)
+    registry.set_version_tags(change.model_name, change.version, version_tags, settings)
+    registry.set_model_tags(change.model_name, {key: value}, settings)
+
+
+def _move_champion(name: str, new_version: str, old_version: str | None, settings: Settings | None = None) -> None:
+    # previous-champion first: an interruption between the two writes leaves the old champion
+    # serving with a correct rollback target, never a new champion with a stale one.
+    if old_version is not None:
+        registry.set_alias(name, registry.PREVIOUS_CHAMPION, old_version, settings)
+    registry.set_alias(name, registry.CHAMPION, new_version, settings)
+
+
+def apply_promotion(decision: PromotionDecision, flow_run_url: str = "", settings: Settings | None = None) -> AliasChange:
+    """Apply a (possibly approved) decision against the champion as it is now, and record it.
+
+    Returns the AliasChange: ``promoted`` / ``rejected`` (recorded), ``noop`` (the challenger already is
+    champion) or ``stale`` (the champion changed since the decision: nothing moved, nothing recorded)."""
+    name = decision.model_name
+    champion = registry.alias_version(name, registry.CHAMPION, settings)
+    previous = registry.alias_version(name, registry.PREVIOUS_CHAMPION, settings)
+    action = promotion.plan_alias_move(decision, champion)
+    if action == "noop" and decision.promote and previous == decision.champion_version \
+            and not promotion.trail_explains(alias_history(name, settings), champion):
+        # An earlier attempt of this very decision moved the aliases but failed before recording it
+        # (the task retried): apply it again (the same writes) and record it, so the trail misses no move.
+        action, champion = "promoted", decision.champion_version
+    change = audit.promotion_change(decision, action, champion, previous, flow_run_url)
+    if action in ("noop", "stale"):
+        return change
+    if action == "promoted":
+        registry.get_version(name, decision.challenger_version, settings)  # deleted meanwhile: ModelNotFound, nothing moved
+        _move_champion(name, decision.challenger_version, champion, settings)
+    record_alias_change(change, audit.decision_tags(decision, change), settings)
+    return change
+
+
+def rollback_candidates(
+    name: str, to_version: str | None = None, settings: Settings | None = None, missing_ok: bool = False
+) -> tuple[registry.ModelVersionInfo, registry.ModelVersionInfo | None]:
+    """(current champion, version to roll back to): ``to_version`` or the ``previous-champion``. With no
+    previous champion (none yet, or spent by an earlier rollback): ModelNotFound, or None if ``missing_ok``."""
+    if not registry.model_exists(name, settings):
+        raise ModelNotFound(f"no registered model {name!r}")
+    champion = registry.get_champion(name, settings)
+    if to_version is not None:
+        return champion, registry.get_version(name, str(to_version), settings)
+    previous = registry.get_alias(name, registry.PREVIOUS_CHAMPION, settings)
+    if previous is None and not missing_ok:
+        raise ModelNotFound(f"model {name!r} has no {registry.PREVIOUS_CHAMPION!r} to roll back to; pass to_version")
+    return champion, previous
+
+
+def apply_rollback(
+    name: str, expected_champion: str, target: str, check: RollbackCheck | None = None, reason: str = "", by: str = "rollback",
+    flow_run_url: str = "", settings: Settings | None = None,
+) -> AliasChange:
+    """Move ``champion`` to ``target`` (unless ``check`` says the target is not better: ``kept``), drop
+    ``previous-champion`` and record why. Raises AliasConflict if the champion is no longer ``expected_champion``."""
+    champion = registry.alias_version(name, registry.CHAMPION, settings)
+    previous = registry.alias_version(name, registry.PREVIOUS_CHAMPION, settings)
+    if champion != str(expected_champion):
+        raise AliasConflict(
+            f"the champion of {name!r} changed to v{champion or 'none'} (expected v{expected_champion}) "
+            "during the rollback; nothing was changed: run it again"
+        )
+    why = promotion.rollback_reason(check, reason)
+    if str(target) == champion:
+        return audit.rollback_change(name, "noop", str(target), champion, previous, f"v{target} already is the champion", by, flow_run_url)
+    action = "kept" if check is not None and not check.previous_is_better else "rolled_back"
+    change = audit.rollback_change(name, action, str(target), champion, previous, why, by, flow_run_url)
+    if action == "rolled_back":
+        registry.get_version(name, str(target), settings)
+        registry.set_alias(name, registry.CHAMPION, str(target), settings)
+        if previous is not None:
+            registry.delete_alias(name, registry.PREVIOUS_CHAMPION, settings)
+        # No alias leads back to the version rolled away from, and its tag makes any promotion of it
+        # wait for a person's new decision (a plain promote would otherwise judge it again).
+        registry.set_version_tags(name, champion, audit.rolled_back_tags(change), settings)
+        if registry.alias_version(name, registry.CHALLENGER, settings) == champion:
+            registry.delete_alias(name, registry.CHALLENGER, settings)
+    record_alias_change(change, audit.rollback_tags(change), settings)
+    return change
+
+
+def alias_history(name: str, settings: Settings | None = None) -> list[AliasChange]:
+    """Every recorded promotion, rejection and rollback of the model, oldest first."""
+    tags = registry.get_model_tags(name, settings)
+    return [audit.change_from_tag(tags[key]) for key in sorted(k for k in tags if k.startswith(audit.AUDIT_TAG_PREFIX))]
