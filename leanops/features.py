@@ -156,6 +156,12 @@ def time_order(frame: pd.DataFrame, spec: Spec) -> pd.Index:
     return times.sort_values(kind="stable").index
 
 
+def raw_columns(frame: pd.DataFrame, spec: Spec) -> list[str]:
+    """Every column of a batch but the label's: what a model trained on any version of the spec may take
+    (each logged model selects its own inputs), so models of two spec versions are compared on the same rows."""
+    return [c for c in frame.columns if c not in (spec.target.source, spec.target.name)]
+
+
 def build_feature_set(batch: Batch, spec: Spec) -> FeatureSet:
     """Target, raw model inputs, and a time-aware split: train on the past, hold out the most recent slice."""
     frame = batch.frame
@@ -191,7 +197,9 @@ def build_feature_set(batch: Batch, spec: Spec) -> FeatureSet:
         y_train=y.iloc[:n_train],
         X_valid=X.iloc[n_train:n_fit],
         y_valid=y.iloc[n_train:n_fit],
-        X_holdout=X.iloc[n_fit:],
+        # Every raw column, not only this spec's inputs: a champion trained before the spec changed (a
+        # feature dropped, say) is scored on these rows with the columns it takes.
+        X_holdout=kept.loc[order[n_fit:], raw_columns(frame, spec)].reset_index(drop=True),
         y_holdout=y.iloc[n_fit:],
         rows_excluded=excluded,
         split_description=description,

@@ -109,3 +109,9 @@ def assess_batch(
                 primary, value, champion_metrics[primary], spec, n_rows=int(labelled.sum()), per_class_recall=recall,
             ))
     return Assessment(result, reference_features, current_features, reference_scores, current_scores)
+
+
+def as_trained(current: Spec, trained_with: Spec) -> Spec:
+    """The spec a champion is checked with: the features, target and metrics it was trained with (the spec
+    file may have changed since, e.g. a feature added), under today's drift policy (thresholds, persistence)."""
+    return trained_with.model_copy(update={"drift": current.drift, "name": current.name})

@@ -21,7 +21,7 @@ import pandas as pd
 from leanops import modeling
 from leanops.audit import approval_from_tags, describe_answer, rolled_back_note, utc_now
 from leanops.errors import SpecError
-from leanops.features import make_target, model_input_columns
+from leanops.features import make_target, raw_columns
 from leanops.results import (
     AliasAction,
     AliasChange,
@@ -71,7 +71,7 @@ def batch_data(frame: pd.DataFrame, spec: Spec, fingerprint: str) -> EvalData:
 
     Rows without a target follow the spec's ``on_missing`` rule, exactly as in training."""
     target, keep, _ = make_target(frame, spec)
-    X = frame.loc[keep, model_input_columns(spec)].reset_index(drop=True)
+    X = frame.loc[keep, raw_columns(frame, spec)].reset_index(drop=True)
     return EvalData(BATCH, X, target.loc[keep].reset_index(drop=True), fingerprint)
 
 

@@ -33,7 +33,7 @@ from leanops.results import (
     TuningResult,
 )
 from leanops.settings import Settings, get_settings
-from leanops.spec import Spec
+from leanops.spec import Spec, parse_spec
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +44,7 @@ TRAINING_KEY_TAG = "leanops.training_key"
 REFERENCE_ARTIFACT = "reference/reference.parquet"
 HOLDOUT_ARTIFACT = "evaluation/holdout.parquet"
 IMPORTANCE_ARTIFACT = "evaluation/feature_importance.json"
+SPEC_ARTIFACT = "spec.json"
 # skops refuses unknown types on load; these are the ones our pipelines contain beyond scikit-learn's.
 SKOPS_TRUSTED_TYPES = [
     "xgboost.sklearn.XGBClassifier",
@@ -279,7 +280,7 @@ def register_training(
                 "fit_seconds": train.fit_seconds,
             }
             mlflow.log_metrics(metrics)
-            mlflow.log_dict({"split": features.split_description, "spec": spec.model_dump(mode="json")}, "spec.json")
+            mlflow.log_dict({"split": features.split_description, "spec": spec.model_dump(mode="json")}, SPEC_ARTIFACT)
             (folder / IMPORTANCE_ARTIFACT).parent.mkdir(parents=True, exist_ok=True)
             (folder / IMPORTANCE_ARTIFACT).write_text(json.dumps(train.feature_importance, indent=1))
             holdout = features.X_holdout.assign(**{spec.target.name: features.y_holdout.to_numpy()})
@@ -418,6 +419,13 @@ def load_reference_sample(info: ModelVersionInfo, settings: Settings | None = No
 
 def load_holdout(info: ModelVersionInfo, settings: Settings | None = None) -> pd.DataFrame:
     return _read_artifact(info.run_id, HOLDOUT_ARTIFACT, pd.read_parquet, settings)
+
+
+def load_recorded_spec(info: ModelVersionInfo, settings: Settings | None = None) -> Spec:
+    """The spec the version was trained with, as registration recorded it (``spec.json``): its features,
+    target and metrics, whatever the spec file says today. A SpecError when it no longer parses."""
+    recorded = _read_artifact(info.run_id, SPEC_ARTIFACT, lambda path: json.loads(path.read_text()), settings)
+    return parse_spec(recorded["spec"], f"{info.name} v{info.version} ({SPEC_ARTIFACT} of run {info.run_id})")
 
 
 def load_feature_importance(info: ModelVersionInfo, settings: Settings | None = None) -> dict[str, float]:

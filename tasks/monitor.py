@@ -28,6 +28,8 @@ def resolve_target(spec: str, batch_uri: str, bucket: str, key: str, version_id:
 # Cached per (batch, champion, spec, code): re-checking the same batch against the same champion is free.
 @task(cache_policy=BY_FINGERPRINT, persist_result=True, **RETRY_IO)
 def compute_drift(batch: Batch, champion: ModelVersionInfo, spec: Spec) -> DriftResult:
+    # The champion is checked as it was trained, even after its spec changed (features, target, metrics).
+    spec = monitoring.as_trained(spec, registry.load_recorded_spec(champion))
     reference = registry.load_reference_sample(champion)
     importance = registry.load_feature_importance(champion) if spec.drift.weight_by_importance else None
     assessment = monitoring.assess_batch(
