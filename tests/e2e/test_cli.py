@@ -1,0 +1,186 @@
+"""The ``leanops`` command line against the real local services (Prefect server, MLflow server, moto S3):
+a newcomer's model from ``spec init`` to retrain, promote (with a human approval), status, history,
+rollback and retirement, using the CLI alone."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import prefect.main  # noqa: F401 - Prefect binds its console log handler to sys.stderr when set up: do it here,
+import pytest  # not inside a CliRunner invocation, whose stderr is closed when it returns
+import yaml
+from typer.testing import CliRunner
+
+from leanops import datasets, registry, storage
+from leanops_cli.app import app
+from support import wait_for
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+WEAK = {"n_estimators": 1, "max_depth": 1}
+
+
+@pytest.fixture
+def specs_dir(tmp_path, monkeypatch):
+    """A specs folder of its own: ``leanops status`` lists exactly the models of this test."""
+    from leanops.settings import reset_settings_cache
+
+    folder = tmp_path / "specs"
+    folder.mkdir()
+    monkeypatch.setenv("LEANOPS_SPECS_DIR", str(folder))
+    reset_settings_cache()
+    yield folder
+    monkeypatch.undo()
+    reset_settings_cache()
+
+
+@pytest.fixture
+def cli():
+    runner = CliRunner()
+
+    def run(*args, expect: int = 0) -> dict:
+        result = runner.invoke(app, [str(a) for a in args] + ["--json"], catch_exceptions=False)
+        assert result.exit_code == expect, f"leanops {' '.join(map(str, args))}: {result.stdout}\n{result.stderr}"
+        return json.loads(result.stdout)
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def flights_csv(tmp_path_factory):
+    """1,800 real flights of January-June 2013, as a newcomer's CSV export."""
+    path = tmp_path_factory.mktemp("cli-data") / "flights.csv"
+    datasets.flights_sample(range(1, 7), rows_per_month=300, seed=5).to_csv(path, index=False)
+    return path
+
+
+def _edit(path: Path, **sections) -> None:
+    data = yaml.safe_load(path.read_text())
+    for section, values in sections.items():
+        data.setdefault(section, {}).update(values)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def _resume(flow_run_id: str, **answer) -> None:
+    from prefect.flow_runs import resume_flow_run
+
+    def answered() -> bool:
+        try:
+            resume_flow_run(flow_run_id, run_input=answer)
+        except RuntimeError:  # the form's schema is saved just after the pause
+            return False
+        return True
+
+    wait_for(answered, f"the approval form of {flow_run_id} to accept an answer", 30, 0.3)
+
+
+def test_a_new_model_through_its_lifecycle_with_the_cli_alone(cli, specs_dir, flights_csv, s3_endpoint, mlflow_server, prefect_server, settings):
+    storage.ensure_bucket(settings.s3_bucket)
+    name = f"cli-{uuid.uuid4().hex[:6]}"
+    spec_path = specs_dir / f"{name}.yaml"
+
+    # Given a spec written from the data and checked against it
+    made = cli("spec", "init", name, "--data", flights_csv, "--target", "dep_delay", "--positive-when-gt", 15, "--time", "time_hour", "--out", spec_path)
+    assert made["task"] == "binary"
+    assert cli("spec", "check", name, "--data", flights_csv)["ok"] is True
+
+    # When a weak first model is trained and promoted in this process
+    _edit(spec_path, model={"params": WEAK}, promotion={"must_beat_baseline": False})
+    first = cli("retrain", name, "--data", flights_csv, "--local")
+    assert first["result"]["version"] == "1" and first["result"]["created"] is True
+    assert first["url"].endswith(f"/runs/flow-run/{first['flow_run_id']}")
+    assert cli("promote", name, "--local")["result"]["action"] == "promoted"
+
+    # And a stronger one waits for a person's approval, which `status` links to
+    _edit(spec_path, model={"params": {"n_estimators": 200, "max_depth": 4}})
+    assert cli("retrain", name, "--data", flights_csv, "--local")["result"]["version"] == "2"
+    waiting = subprocess.Popen(  # the installed console script, as a user runs it
+        [str(Path(sys.executable).parent / "leanops"), "promote", name, "--approval", "manual", "--local", "--json"],
+        cwd=ROOT, env=os.environ.copy(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        def open_approval():
+            row = next(m for m in cli("status")["models"] if m["model"] == name)
+            return row["open_approvals"] and row
+
+        row = wait_for(open_approval, "the promotion to wait for approval", 120, 1.0)
+        assert (row["champion"].startswith("v1"), row["challenger"].startswith("v2"), row["state"]) == (True, True, "active")
+        assert row["last_retrain"] == "Completed" and row["next_retrain_at"]
+        _resume(row["open_approvals"][0].rsplit("/", 1)[1], approve=True, reason="better on the holdout", approver="cli-test")
+        out, err = waiting.communicate(timeout=120)
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+    assert waiting.returncode == 0, err
+    assert json.loads(out)["result"]["action"] == "promoted"
+
+    # Then status, history and a rollback tell and change the story
+    row = next(m for m in cli("status")["models"] if m["model"] == name)
+    assert row["champion"].startswith("v2") and row["challenger"] is None and row["open_approvals"] == []
+    rolled = cli("rollback", name, "--reason", "complaints since the release", "--local")["result"]
+    assert (rolled["action"], rolled["version"]) == ("rolled_back", "1")
+    history = cli("history", name)
+    assert [(c["action"], c["version"], c["by"]) for c in history][:2] == [("promoted", "1", "policy:auto"), ("promoted", "2", "cli-test")]
+    assert history[-1]["action"] == "rolled_back" and history[-1]["reason"].startswith("complaints since the release")
+
+    # And retiring keeps every version and the history, until reinstated
+    retired = cli("retire", name, "--reason", "replaced")
+    assert retired["kept"] == {"versions": ["1", "2"], "champion": "1"}
+    row = next(m for m in cli("status")["models"] if m["model"] == name)
+    assert row["state"] == "retired (replaced)" and row["next_retrain_at"] is None and row["champion"].startswith("v1")
+    assert len(cli("history", name)) == len(history)
+    assert cli("reinstate", name) == {"ok": True, "model": name, "was_retired": True}
+    assert registry.get_alias(name, registry.CHAMPION).version == "1"
+
+
+def test_retrain_starts_the_deployment_and_prints_where_to_watch_it(cli, specs_dir, flights_csv, prefect_server):
+    from prefect.client.orchestration import get_client
+
+    from flows.retrain import retrain
+    from leanops_cli.run_commands import RETRAIN_DEPLOYMENT
+
+    name = f"cli-{uuid.uuid4().hex[:6]}"
+    cli("spec", "init", name, "--data", flights_csv, "--target", "dep_delay", "--positive-when-gt", 15, "--out", specs_dir / f"{name}.yaml")
+    with get_client(sync_client=True) as client:
+        try:
+            deployment_id = client.read_deployment_by_name(RETRAIN_DEPLOYMENT).id
+            created = False
+        except Exception:  # noqa: BLE001 - absent in this session: create it (no worker runs it)
+            deployment_id = retrain.to_deployment(RETRAIN_DEPLOYMENT.split("/")[1]).apply()
+            created = True
+        try:
+            started = cli("retrain", name, "--data", "s3://leanops/incoming/x/")
+            run = client.read_flow_run(started["flow_run_id"])
+            client.delete_flow_run(run.id)  # nothing should train it
+            assert run.deployment_id == deployment_id
+            assert run.parameters == {"spec": name, "batch_uri": "s3://leanops/incoming/x/", "reason": "manual"}
+            assert started["url"] == f"{prefect_server.removesuffix('/api')}/runs/flow-run/{run.id}"
+        finally:
+            if created:
+                client.delete_deployment(deployment_id)
+
+
+def test_commands_name_what_is_missing(cli, specs_dir, mlflow_server, prefect_server):
+    assert cli("retire", "never-heard-of", expect=1)["error"] == (
+        "no model 'never-heard-of': no spec of that name in the specs folder and nothing registered"
+    )
+    assert cli("history", "never-heard-of", expect=1)["error"] == "no registered model 'never-heard-of'"
+    assert cli("status") == {"models": [], "unreadable_specs": {}}
+
+
+def test_land_puts_a_batch_where_the_bucket_notifies_the_drift_check(cli, specs_dir, flights_csv, s3_endpoint, settings):
+    storage.ensure_bucket(settings.s3_bucket)
+    name = f"cli-{uuid.uuid4().hex[:6]}"
+    cli("spec", "init", name, "--data", flights_csv, "--target", "dep_delay", "--positive-when-gt", 15, "--out", specs_dir / f"{name}.yaml")
+
+    landed = cli("land", name, flights_csv)
+
+    assert landed["uri"] == f"s3://{settings.s3_bucket}/{settings.s3_incoming_prefix}{name}/flights.parquet"
+    frame, _ = storage.read_table(landed["uri"])
+    assert len(frame) == landed["rows"] == 1800
