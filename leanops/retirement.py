@@ -36,7 +36,7 @@ class Retirement:
         except ValueError:  # a tag set by hand (e.g. "true" in the MLflow UI) still retires the model
             fields = {"reason": value}
         if not isinstance(fields, dict):
-            fields = {"reason": str(fields)}
+            fields = {"reason": value}
         return cls(model_name, str(fields.get("reason", "")), str(fields.get("at", "")), str(fields.get("by", "")))
 
 
