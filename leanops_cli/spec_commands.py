@@ -9,7 +9,11 @@ import typer
 
 from leanops_cli.output import JSON_OPTION, answer, console, fail, plain, table
 
-app = typer.Typer(help="Write a model spec from a data sample, and check that a spec (and data) would train.", no_args_is_help=True)
+app = typer.Typer(
+    help="Write a model spec from a data sample, and check that a spec (and data) would train.\n\n"
+    "Example: leanops spec init churn --data churn.csv --target churn && leanops spec check churn.yaml --data churn.csv",
+    no_args_is_help=True,
+)
 
 
 @app.command("init")
