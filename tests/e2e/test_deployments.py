@@ -14,7 +14,7 @@ import time
 import uuid
 from collections import Counter
 from itertools import groupby
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import httpx
@@ -31,8 +31,8 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 NAMES = (
-    "retrain/weekly", "retrain/on-drift", "drift-monitor/on-new-batch", "promote/on-new-challenger",
-    "rollback/manual", "rollback/on-degraded", "reconcile/hourly",
+    "schedule/every-5-minutes", "retrain/on-schedule", "retrain/on-drift", "drift-monitor/on-new-batch",
+    "promote/on-new-challenger", "rollback/manual", "rollback/on-degraded", "reconcile/hourly",
 )
 TRIGGERED = {
     "retrain/on-drift": events.DRIFT_DETECTED,
@@ -45,6 +45,9 @@ SETTLE = 3.0
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
 UID = uuid.uuid4().hex[:6]
 STORM, SECOND, WEEKLY, LANDED = f"storm-{UID}", f"second-{UID}", f"weekly-{UID}", f"landed-{UID}"
+# Specs whose cron came due ten minutes before the module started (one of them retired): the scheduler's models.
+DUE, ALSO_DUE, RETIRED = f"due-{UID}", f"also-due-{UID}", f"retired-{UID}"
+DUE_AT = (datetime.now(timezone.utc) - timedelta(minutes=10)).replace(second=0, microsecond=0)
 SLOW = f"slow-{UID}"  # tunes for up to 5 minutes: a run that is still going when it is cancelled
 # Small but real: 2,000 flights and 60 trees train in a second or two. The flights spec's one-minute
 # cooldown (tuned for the demo) could lapse mid-test on a busy machine: an hour here.
@@ -94,24 +97,29 @@ def delete_runs(api: str, runs: list[dict]) -> None:
 
 @pytest.fixture(scope="module")
 def specs_dir(stack, tmp_path_factory):
-    """Spec copies the worker finds by model name, with their training windows in the bucket.
+    """Spec copies the worker (and the scheduler) find by model name, with their training windows in the
+    bucket. Only the scheduler's models have a cron; the others never come due during the module.
 
     The windows live outside the watched prefix, so writing them announces nothing."""
     folder = tmp_path_factory.mktemp("deployment-specs")
     frame = datasets.flights_sample(range(1, 5), rows_per_month=500, seed=5)
+    unscheduled = {"schedule__cron": None}
     for name in (STORM, SECOND, WEEKLY):
-        spec_copy(folder, name, retrain_window__prefix=f"windows/{name}/", **SMALL_MODEL)
+        spec_copy(folder, name, retrain_window__prefix=f"windows/{name}/", **SMALL_MODEL, **unscheduled)
         storage.write_table(frame, f"s3://{stack.s3_bucket}/windows/{name}/2013-01-04.parquet")
     spec_copy(folder, SLOW, retrain_window__prefix=f"windows/{WEEKLY}/", tuning__enabled=True,
-              tuning__n_trials=100_000, tuning__timeout_seconds=300, **SMALL_MODEL)
-    spec_copy(folder, LANDED)
+              tuning__n_trials=100_000, tuning__timeout_seconds=300, **SMALL_MODEL, **unscheduled)
+    spec_copy(folder, LANDED, **unscheduled)
+    for name in (DUE, ALSO_DUE, RETIRED):
+        spec_copy(folder, name, retrain_window__prefix=f"windows/{WEEKLY}/", schedule__cron=f"{DUE_AT:%M %H} * * *",
+                  **SMALL_MODEL)
     return folder
 
 
 @pytest.fixture(scope="module")
 def deployed(stack, settings):
     """`prefect deploy --all` from the project root; yields {"flow/deployment": id}. The two schedules
-    are switched off (their runs would start reconciliations and retrains mid-test); teardown deletes
+    are switched off (their runs would start reconciliations and scheduler passes mid-test); teardown deletes
     the deployments and their automations, so nothing outlives the module."""
     from infra.stack import ensure_work_pool
 
@@ -125,7 +133,7 @@ def deployed(stack, settings):
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     print(f"\nprefect deploy --all: {time.monotonic() - started:.1f} s")
     ids = {name: api_call(api, "GET", f"/deployments/name/{name}").json()["id"] for name in NAMES}
-    for name in ("retrain/weekly", "reconcile/hourly"):
+    for name in ("schedule/every-5-minutes", "reconcile/hourly"):
         for schedule in api_call(api, "GET", f"/deployments/{ids[name]}").json()["schedules"]:
             # Deactivating also deletes the runs already scheduled for it.
             api_call(api, "PATCH", f"/deployments/{ids[name]}/schedules/{schedule['id']}", {"active": False})
@@ -247,17 +255,17 @@ def test_a_storm_of_drift_events_trains_one_challenger(deployed, worker, setting
     assert second_tasks["claim_retrain"] == "Completed" and "fit_model" not in second_tasks
 
 
-def test_prefect_deployment_run_retrain_weekly_runs_on_the_worker(deployed, worker, specs_dir, fork_server, settings):
+def test_prefect_deployment_run_retrain_on_schedule_runs_on_the_worker(deployed, worker, specs_dir, fork_server, settings):
     api = settings.resolved_prefect_api_url
     spec_path = specs_dir / f"{WEEKLY}.yaml"
 
     done = subprocess.run(  # noqa: S603 - fixed argv
-        [str(BIN / "prefect"), "deployment", "run", "retrain/weekly", "--param", f"spec={spec_path}",
+        [str(BIN / "prefect"), "deployment", "run", "retrain/on-schedule", "--param", f"spec={spec_path}",
          "--watch", "--watch-interval", "1", "--watch-timeout", "420"],
         cwd=ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=450,
     )
 
-    [run] = runs_of(api, deployed["retrain/weekly"], spec=str(spec_path))
+    [run] = runs_of(api, deployed["retrain/on-schedule"], spec=str(spec_path))
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert run["state_name"] == "Completed"
     assert run["parameters"] == {"spec": str(spec_path), "reason": "schedule"}
@@ -273,7 +281,7 @@ def test_cancelling_a_run_in_prefect_stops_its_forked_process(deployed, worker, 
 
     api = settings.resolved_prefect_api_url
     body = {"parameters": {"spec": str(specs_dir / f"{SLOW}.yaml")}}
-    run_id = api_call(api, "POST", f"/deployments/{deployed['retrain/weekly']}/create_flow_run", body).json()["id"]
+    run_id = api_call(api, "POST", f"/deployments/{deployed['retrain/on-schedule']}/create_flow_run", body).json()["id"]
 
     def state() -> str:
         return api_call(api, "GET", f"/flow_runs/{run_id}").json()["state_type"]
@@ -316,3 +324,33 @@ def test_reconcile_announces_only_batches_no_check_processed(deployed, worker, s
     assert event["id"] == events.batch_landed(bucket, lost_key, None, None, info.size, info.etag).event_id
     # Processed now: the next pass has nothing to announce.
     assert reconcile(prefix=f"s3://{bucket}/incoming/", min_age_minutes=0) == []
+
+
+def test_the_scheduler_starts_each_due_model_once_and_skips_retired_ones(deployed, worker, specs_dir, settings):
+    """Two specs whose cron came due, one retired model: two scheduler passes (every few minutes, each sees
+    the same due time) start one retrain per active model, nothing for the retired one, with no
+    deployment of their own: prefect.yaml names no model."""
+    from flows.schedule import schedule
+    from leanops import retirement
+    from leanops.settings import reset_settings_cache
+
+    api = settings.resolved_prefect_api_url
+    retirement.retire(RETIRED, reason="replaced by a better model")
+    os.environ["LEANOPS_SPECS_DIR"] = str(specs_dir)
+    reset_settings_cache()
+    try:
+        first = schedule(lookback_minutes=60)
+        second = schedule(lookback_minutes=60)
+    finally:
+        del os.environ["LEANOPS_SPECS_DIR"]
+        reset_settings_cache()
+
+    assert len(first) == 2 and sorted(second) == sorted(first)
+    deployment = deployed["retrain/on-schedule"]
+    for name in (DUE, ALSO_DUE):
+        [run] = finished_runs(api, deployment, timeout=420, spec=name)
+        assert run["parameters"] == {"spec": name, "reason": "schedule"}
+        assert run["idempotency_key"] == f"leanops-schedule-{name}-{DUE_AT:%Y%m%dT%H%MZ}"
+        assert run["state_name"] == "Completed", run["state"]
+        assert len(registry.list_versions(name)) == 1
+    assert runs_of(api, deployment, spec=RETIRED) == []
