@@ -4,8 +4,9 @@ real HTTP server on 127.0.0.1 standing in for Slack's Web API.
 The champion is trained once by the real retrain flow on 6,000 flights of January-June 2013. Its
 reference is its training data (time-ordered split: January 1 to May 25; the holdout is the most
 recent 20%). Measured with this champion (2,500-flight batches):
-- July drifts (6 of 15 features: the weather and dest) and its prediction scores move (0.21 against
-  its scores on its holdout, rows it did not train on: in-sample scores made it 0.85);
+- July drifts (temp and dewp move by about two reference stds, dest by JS 0.1) and its prediction
+  scores move 0.21 against its scores on its holdout, rows it did not train on (in-sample scores made
+  it 0.85): under the spec's prediction threshold (0.35);
 - flights of the reference period it never saw move no feature (largest effect: dest, 0.08), and
   flights of the holdout period it never saw do not move its predictions (0.04);
 - its holdout ROC AUC is 0.71; on November it scores 0.66: worse by 0.046, inside the spec's
@@ -29,7 +30,7 @@ from support import prefect_request, read_events, spec_copy, task_run_states
 pytestmark = pytest.mark.e2e
 
 MODEL = "drift-e2e"
-WEATHER = {"temp", "dewp", "humid", "visib"}
+WEATHER = {"temp", "dewp"}
 SLACK_TOKEN = "xoxb-drift-e2e"
 
 
@@ -108,7 +109,8 @@ def test_a_summer_month_drifts_with_events_history_report_and_artifacts(champion
     assert outcome.drift_detected and not outcome.degraded
     assert outcome.champion_version == champion["info"].version
     result = outcome.drift
-    assert WEATHER <= set(result.drifted_features) and result.dataset_drift and result.prediction_drift
+    assert WEATHER <= set(result.drifted_features) and result.dataset_drift
+    assert 0.1 < result.prediction_drift_score < result.prediction_drift_threshold and not result.prediction_drift
     assert result.performance is not None and not result.performance.degraded
 
     checked = batch_events(api, events.DRIFT_CHECKED, uri)
