@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from leanops import aliases, datasets, events, registry, storage
+from leanops import datasets, events, registry, storage
+from leanops.aliases import alias_history, apply_promotion
 from leanops.errors import ContractViolation, ModelNotFound, SpecError
 from support import spec_copy, wait_for_events
 
@@ -119,11 +120,11 @@ def test_a_better_challenger_is_promoted_and_a_worse_one_rejected_with_its_gate_
     found = wait_for_events(prefect_server, events.MODEL_REJECTED, events.model_resource_id(name))
     assert "primary_improvement[holdout]" in found[0]["payload"]["failed_gates"].split(",")
 
-    history_before = aliases.alias_history(name)
+    history_before = alias_history(name)
     again = promote(spec=spec, version=strong)
     assert again.action == "noop"
     assert aliases(name) == (strong, weak)
-    assert aliases.alias_history(name) == history_before
+    assert alias_history(name) == history_before
     assert [c.action for c in history_before] == ["promoted", "promoted", "rejected"]
 
 
@@ -247,7 +248,7 @@ def test_manual_approval_resumes_both_ways_times_out_to_a_rejection_and_a_new_ru
     state = promote(spec=hasty, version=v1, batch_uri=july, return_state=True)
     assert state.is_completed()
     assert api_state(state.state_details.flow_run_id) == "COMPLETED"  # not Failed, as an expired pause would leave it
-    last = aliases.alias_history(name)[-1]
+    last = alias_history(name)[-1]
     assert (last.action, last.by) == ("rejected", "timeout")
     assert aliases(name) == (None, None)
 
@@ -259,7 +260,7 @@ def test_manual_approval_resumes_both_ways_times_out_to_a_rejection_and_a_new_ru
     assert (approved.action, approved.by) == ("promoted", "bo")
     assert aliases(name) == (v1, None)
     assert registry.get_version(name, v1).tags["leanops.promotion.approved_by"] == "bo"
-    assert [(c.action, c.by) for c in aliases.alias_history(name)] == [
+    assert [(c.action, c.by) for c in alias_history(name)] == [
         ("rejected", "ana"), ("rejected", "ana"), ("rejected", "timeout"), ("promoted", "bo")
     ]
 
@@ -352,7 +353,7 @@ def test_racing_promotions_end_with_one_champion_a_correct_previous_champion_and
     outcomes = [out["state"].result() for _, out, _ in runs]
     assert all(o.action in ("promoted", "rejected") for o in outcomes)
 
-    entries = aliases.alias_history(name)[1:]
+    entries = alias_history(name)[1:]
     assert sorted(c.version for c in entries) == sorted([strong, strong_b])  # both decisions, once each
     first, second = entries
     assert (first.action, first.champion_before) == ("promoted", weak)
@@ -401,19 +402,19 @@ def test_applying_a_decision_checks_the_champion_of_the_moment(sources, tmp_path
     auto = Approval(True, "policy:auto", source="policy")
 
     # Judged when there was no champion; there is one now: nothing moves, nothing is recorded.
-    stale = aliases.apply_promotion(PromotionDecision(name, strong, None, "promote", (), "roc_auc", "k1", auto))
+    stale = apply_promotion(PromotionDecision(name, strong, None, "promote", (), "roc_auc", "k1", auto))
     assert stale.action == "stale"
     assert aliases(name) == (weak, None)
-    assert len(aliases.alias_history(name)) == 1
+    assert len(alias_history(name)) == 1
 
     # An attempt that moved the aliases and died before recording: its retry records the move once.
     decision = PromotionDecision(name, strong, weak, "promote", (), "roc_auc", "k2", auto)
     registry.set_alias(name, registry.PREVIOUS_CHAMPION, weak)
     registry.set_alias(name, registry.CHAMPION, strong)
-    recovered = aliases.apply_promotion(decision)
+    recovered = apply_promotion(decision)
     assert (recovered.action, recovered.champion_before, recovered.previous_champion_after) == ("promoted", weak, weak)
-    assert aliases.apply_promotion(decision).action == "noop"
-    assert [c.action for c in aliases.alias_history(name)] == ["promoted", "promoted"]
+    assert apply_promotion(decision).action == "noop"
+    assert [c.action for c in alias_history(name)] == ["promoted", "promoted"]
     assert aliases(name) == (strong, weak)
 
 
@@ -450,7 +451,7 @@ def test_bad_inputs_get_clear_errors_and_leave_aliases_alone(sources, tmp_path, 
         promote(spec=spec, version=v1, batch_uri=broken)
 
     assert aliases(name) == (v1, None)
-    assert [c.action for c in aliases.alias_history(name)] == ["promoted"]
+    assert [c.action for c in alias_history(name)] == ["promoted"]
 
 
 # --- failures reach a person ----------------------------------------------------------------------
