@@ -105,3 +105,24 @@ def test_a_batch_with_another_pitch_mix_drifts_in_its_predicted_classes(champion
     assert outcome.status == "drift" and outcome.drift.prediction_drift
     assert "predicted class shares drifted" in outcome.drift.reason
     assert outcome.drift.prediction_drift_score > 0.2
+
+
+def test_a_challenger_is_judged_against_the_champion_on_every_multiclass_metric(champion, season):
+    """Last in the module: it may change the champion. The window moves on a month (May-July)."""
+    import json
+
+    from flows.promote import promote
+    from flows.retrain import retrain
+
+    window = f"s3://{season['bucket']}/training/{MODEL}/"
+    storage.write_table(storage.read_table(season["batches"]["2013-07"])[0], f"{window}2013-07.parquet")
+    challenger = retrain(spec=season["spec"], batch_uri=window)
+
+    change = promote(spec=season["spec"])
+
+    assert challenger.created and change.version == challenger.version and change.champion_before == champion["change"].version
+    ledger = json.loads(registry.get_version(MODEL, challenger.version).tags["leanops.promotion.ledger"])
+    judged = {(row["gate"], row["metric"]) for row in ledger}
+    assert {("primary_improvement", "log_loss"), ("guardrail", "macro_f1"), ("guardrail", "roc_auc_ovr")} <= judged
+    assert {"segment BatterHand=L", "segment BatterHand=R"} <= {row["gate"] for row in ledger}
+    assert change.action == ("promoted" if all(row["result"] != "FAIL" for row in ledger) else "rejected")
