@@ -1,17 +1,29 @@
 """The whole lifecycle on the embedded stack: `make demo` (or `python -m deployments.demo`).
 
-The flights of 2013 arrive month by month. January-June land in S3 and train the first champion
-(promoted by the auto-approving promote deployment). Then each month from July lands as a new object:
-the bridge turns the S3 notification into an event, drift-monitor runs, where drift is detected a
-retrain follows on the spec's window of landed batches, and promote decides. Everything below is
-triggered by deployments and events, exactly as in production; this script only lands the data,
-waits, and reads what happened. The stack stays up afterwards for the Prefect and MLflow UIs.
+The flights of 2013 arrive month by month and every decision leanops makes happens at least once:
+
+1. January-June land in S3; a retrain started by hand trains the first champion, which the
+   auto-approving promote deployment promotes.
+2. July-December land one by one. The bridge turns each S3 notification into an event, drift-monitor
+   checks the month against the champion; a drift starts a retrain on the spec's window of landed
+   months and promote judges the challenger with its gates. Quiet months change nothing.
+3. December is exported again without its weather join: the contract rejects it, the champion stays.
+4. October's flights land again with labels from a faulty feed, on which the champion degrades and
+   the previous champion does not: the degradation event starts a rollback.
+5. The rolled-back version is offered for promotion again. A version a rollback moved away from
+   returns only by a person's decision: the run pauses on its Resume form, and the demo answers it
+   through the Prefect API as the form's Resume button does.
+
+Everything is triggered by deployments and events, exactly as in production; this script only lands
+data (two made-up batches among them), starts what a person would start by hand, waits, and reads
+what happened. The stack stays up afterwards for the Prefect and MLflow UIs.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import time
@@ -73,15 +85,28 @@ class Runs:
             if matching and len(finished) == len(matching):
                 completed = [r for r in finished if r["state_type"] == "COMPLETED"]
                 return (completed or finished)[-1]
-            time.sleep(2)
+            time.sleep(1)
         return None
 
+    def read(self, run_id) -> dict:
+        response = self.http.get(f"/flow_runs/{run_id}")
+        response.raise_for_status()
+        return response.json()
 
-def land(month: int, settings) -> str:
-    from leanops import datasets, storage
+    def wait_until(self, run_id, states: set[str], timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            run = self.read(run_id)
+            if run["state_type"] in states | TERMINAL or time.monotonic() > deadline:
+                return run
+            time.sleep(0.5)
 
-    uri = f"s3://{settings.s3_bucket}/{settings.s3_incoming_prefix}{MODEL}/2013-{month:02d}.parquet"
-    storage.write_table(datasets.flights([month]), uri)
+
+def land(frame, name: str, settings) -> str:
+    from leanops import storage
+
+    uri = f"s3://{settings.s3_bucket}/{settings.s3_incoming_prefix}{MODEL}/{name}.parquet"
+    storage.write_table(frame, uri)
     return uri
 
 
@@ -90,89 +115,207 @@ def wait_out_cooldown(settings) -> None:
     the spec's retrain cooldown (one minute in the demo spec) lapse before the next batch lands, or the
     drift it may cause would be turned away by the cooldown the previous retrain started."""
     from leanops.cooldown import retrain_ready_at
-    from leanops.spec import load_spec
     from tasks.cooldown import last_retrain_at
 
-    spec = load_spec(MODEL, settings.specs_dir)
+    spec = model_spec(settings)
     ready_at = retrain_ready_at(last_retrain_at(spec), spec.retrain_window.cooldown_minutes)
     wait = (ready_at - datetime.now(timezone.utc)).total_seconds() if ready_at else 0.0
     if wait > 0:
-        print(f"  (retrain cooldown of {spec.retrain_window.cooldown_minutes:g} min: next month lands in {wait:.0f} s)")
+        print(f"  (retrain cooldown of {spec.retrain_window.cooldown_minutes:g} min: the next batch lands in {wait:.0f} s)")
         time.sleep(wait)
 
 
-def champion_summary() -> tuple[str, float | None]:
+def model_spec(settings):
+    from leanops.spec import load_spec
+
+    return load_spec(MODEL, settings.specs_dir)
+
+
+def champion():
     from leanops import registry
 
-    champion = registry.get_alias(MODEL, registry.CHAMPION)
-    return (champion.version, champion.metrics.get("roc_auc")) if champion else ("-", None)
+    return registry.get_alias(MODEL, registry.CHAMPION)
+
+
+def describe(change) -> str:
+    """One alias-history entry in a few words."""
+    if change.action == "promoted":
+        return f"promoted v{change.version}"
+    if change.action == "rejected":
+        gates = change.reason.removeprefix("failed gates: ").split("; ")
+        names = (re.sub(r"\[.*?\]", "", gate.split(" (")[0]) for gate in gates)
+        return f"challenger v{change.version} rejected by its gates: {', '.join(names)}"
+    if change.action == "rolled_back":
+        return f"rolled back v{change.champion_before} -> v{change.version}"
+    return f"{change.action} v{change.version}"
+
+
+class Story:
+    """Lands batches, waits for the runs they cause, and keeps one table row per batch."""
+
+    def __init__(self, settings):
+        self.settings = settings
+        self.runs = Runs(settings.resolved_prefect_api_url)
+        self.rows: list[dict] = []
+
+    def alias_changes(self) -> list:
+        from leanops import aliases
+
+        return aliases.alias_history(MODEL)
+
+    def first_champion(self) -> None:
+        from prefect.deployments import run_deployment
+
+        since = datetime.now(timezone.utc)
+        print("\nJanuary-June land in S3 (no champion yet: their drift checks say so) ...")
+        from deployments import demo_batches
+
+        keys = [land(demo_batches.month(m), f"2013-{m:02d}", self.settings).split("/", 3)[3] for m in range(1, 7)]
+        for key in keys:
+            self.runs.wait_for("drift-monitor", "on-new-batch", since, 600, lambda r, k=key: r["parameters"].get("key") == k)
+        print("First retrain on the landed window (retrain/on-schedule, run by hand) ...")
+        started = datetime.now(timezone.utc)
+        first = run_deployment("retrain/on-schedule", parameters={"spec": MODEL, "reason": "manual"}, timeout=1200)
+        self.runs.wait_for("promote", "on-new-challenger", started, 600)
+        self.record("2013-01..06", None, f"first retrain ({first.state.name.lower()}); " + self.since_changes(0))
+
+    def since_changes(self, count_before: int) -> str:
+        changes = self.alias_changes()[count_before:]
+        return "; ".join(describe(c) for c in changes)
+
+    def landing(self, name: str, frame, label: str, may_drift: bool = True) -> None:
+        """Land one batch and wait for everything it starts: the drift check, a retrain and a promotion
+        when it drifts, a rollback when the champion degrades on its labels."""
+        from leanops import drift, monitoring, registry
+
+        if may_drift:
+            wait_out_cooldown(self.settings)
+        changes_before = len(self.alias_changes())
+        versions_before = len(registry.list_versions(MODEL))
+        holder = champion()
+        since = datetime.now(timezone.utc)
+        uri = land(frame, name, self.settings)
+        key = uri.split("/", 3)[3]
+        print(f"{label} lands: {uri}")
+        check = self.runs.wait_for("drift-monitor", "on-new-batch", since, 600, lambda r: r["parameters"].get("key") == key)
+        if check is None or check["state_type"] != "COMPLETED":
+            state = self.runs.read(check["id"])["state"] if check else None
+            why = (state or {}).get("message") or "no drift check ran"
+            self.record(label, None, f"batch rejected, champion unchanged: {short_reason(why)}")
+            return
+        row = drift.read_history(monitoring.history_uri(MODEL)).query("batch_uri == @uri").tail(1)
+        found: list[str] = []
+        if len(row) and row["status"].iloc[0] == "drift":
+            retrain = self.runs.wait_for("retrain", "on-drift", since, 900)
+            if len(registry.list_versions(MODEL)) > versions_before:
+                self.runs.wait_for("promote", "on-new-challenger", since, 600)
+            elif retrain is not None:
+                found.append(f"retrain {retrain['state_name'].lower()}, no challenger registered")
+        metrics = registry.drift_check_metrics(MODEL, uri)
+        spec = model_spec(self.settings)
+        primary = spec.metric.primary
+        batch_value = metrics.get(f"batch_{primary}")
+        if batch_value is not None and batch_value < holder.metrics[primary] - spec.drift.performance_tolerance:
+            found.append(f"champion degraded ({primary} {batch_value:.3f} vs {holder.metrics[primary]:.3f} on its holdout)")
+            self.runs.wait_for("rollback", "on-degraded", since, 300)
+        found.append(self.since_changes(changes_before))
+        what = "; ".join(f for f in found if f)
+        if len(row) and row["status"].iloc[0] == "drift":
+            what = f"drift -> retrain -> {what or 'nothing new'}"
+        self.record(label, uri, what or "no drift: nothing to do")
+
+    def approval(self, version: str) -> None:
+        """Offer ``version`` for promotion again and answer its Resume form through the API."""
+        from prefect.deployments import run_deployment
+
+        changes_before = len(self.alias_changes())
+        print(f"v{version} is offered for promotion again (promote/on-new-challenger, run by hand) ...")
+        run = run_deployment("promote/on-new-challenger", parameters={"spec": MODEL, "version": version}, timeout=0)
+        state = self.runs.wait_until(run.id, {"PAUSED"}, 600)
+        if state["state_type"] != "PAUSED":
+            asked = f"promote never asked a person ({state['state_name'].lower()}): "
+            self.record(f"approval of v{version}", None, asked + self.since_changes(changes_before))
+            return
+        url = flow_run_url(self.settings, run.id)
+        print(f"  a person's decision is needed; the Resume form: {url}")
+        answer = {"approve": True, "approver": "demo, answering the Resume form",
+                  "reason": "the 2013-10 labels came from a faulty feed: v" + version + " is sound"}
+        resume(run.id, answer)
+        print(f"  answered through the Prefect API: {answer}")
+        final = self.runs.wait_until(run.id, set(), 600)
+        verdict = "approved" if answer["approve"] else "rejected"
+        asked = f"manual approval: a person {verdict} on the Resume form ({final['state_name'].lower()}); "
+        self.record(f"approval of v{version}", None, asked + self.since_changes(changes_before), form=url)
+
+    def record(self, batch: str, uri: str | None, what: str, form: str = "") -> None:
+        from leanops import drift, monitoring, registry
+
+        holder = champion()
+        row = drift.read_history(monitoring.history_uri(MODEL)).query("batch_uri == @uri").tail(1) if uri else ()
+        metrics = registry.drift_check_metrics(MODEL, uri) if uri else {}
+        self.rows.append({
+            "batch": batch,
+            "drift share": float(row["drift_share"].iloc[0]) if len(row) else None,
+            "drifted features": row["drifted_features"].iloc[0] if len(row) else "",
+            "prediction drift": metrics.get("prediction_drift_score"),
+            "what happened": what,
+            "champion": f"v{holder.version}" if holder else "-",
+            "roc_auc on batch": metrics.get("batch_roc_auc"),
+        })
+        from deployments import demo_report
+
+        print("  " + demo_report.line(self.rows[-1]) + (f"; form: {form}" if form else ""))
+
+
+def short_reason(message: str) -> str:
+    """A failed run's message in a table cell: the error, its first problem and how many more."""
+    text = message.split("exception: ", 1)[-1]
+    head, _, rest = text.partition("\n")
+    head = re.sub(r"batch \S+ ", "", head)
+    problems = [line.strip(" -") for line in rest.splitlines() if line.strip(" -")]
+    more = f", +{len(problems) - 1} more" if len(problems) > 1 else ""
+    return f"{head} {problems[0]}{more}" if problems else head
+
+
+def flow_run_url(settings, run_id) -> str:
+    """The flow run's page in the Prefect UI: where its Resume form is."""
+    return f"http://{settings.host}:{settings.prefect_port}/runs/flow-run/{run_id}"
+
+
+def resume(run_id, answer: dict) -> None:
+    """What the UI's Resume button sends: the form's fields as run input."""
+    from prefect.flow_runs import resume_flow_run
+
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            resume_flow_run(run_id, run_input=answer)
+            return
+        except RuntimeError:  # the form's schema is saved just after the pause: try again briefly
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
 
 
 def story(settings, months: list[int]) -> list[dict]:
-    from deployments import demo_report
-    from leanops import drift, monitoring, registry
+    from deployments import demo_batches
+    from leanops import registry
 
-    runs = Runs(settings.resolved_prefect_api_url)
-    t0 = datetime.now(timezone.utc)
-    print("\nJanuary-June land in S3 (no champion yet: their drift checks say so) ...")
-    for month in range(1, 7):
-        land(month, settings)
-    for month in range(1, 7):
-        key = f"{settings.s3_incoming_prefix}{MODEL}/2013-{month:02d}.parquet"
-        runs.wait_for("drift-monitor", "on-new-batch", t0, 600, lambda r, k=key: r["parameters"].get("key") == k)
-
-    print("First retrain on the landed window (retrain/on-schedule, run by hand) ...")
-    t1 = datetime.now(timezone.utc)
-    from prefect.deployments import run_deployment
-
-    first = run_deployment("retrain/on-schedule", parameters={"spec": MODEL, "reason": "manual"}, timeout=1200)
-    print(f"  retrain: {first.state.name}")
-    promoted = runs.wait_for("promote", "on-new-challenger", t1, 600)
-    print(f"  promote: {promoted['state_name'] if promoted else 'no run'}; champion v{champion_summary()[0]}")
-
-    rows = []
+    tale = Story(settings)
+    tale.first_champion()
     for month in months:
-        wait_out_cooldown(settings)
-        before = champion_summary()[0]
-        versions_before = len(registry.list_versions(MODEL))
-        t_month = datetime.now(timezone.utc)
-        uri = land(month, settings)
-        key = uri.split("/", 3)[3]
-        print(f"2013-{month:02d} lands: {uri}")
-        check = runs.wait_for("drift-monitor", "on-new-batch", t_month, 600, lambda r, k=key: r["parameters"].get("key") == k)
-        history = drift.read_history(monitoring.history_uri(MODEL))
-        row = history[history["batch_uri"] == uri].tail(1)
-        drifted = bool(len(row)) and row["status"].iloc[0] == "drift"
-        action = "no drift: nothing to do"
-        if check is None or check["state_type"] != "COMPLETED":
-            action = f"drift check {check['state_name'] if check else 'never ran'}"
-        elif drifted:
-            retrain = runs.wait_for("retrain", "on-drift", t_month, 900)
-            registered = len(registry.list_versions(MODEL)) > versions_before
-            promote = runs.wait_for("promote", "on-new-challenger", t_month, 600) if registered else None
-            after = champion_summary()[0]
-            if retrain is None:
-                action = "drift, but no retrain ran"
-            elif not registered:
-                action = f"retrain {retrain['state_name'].lower()}, no challenger registered (cooldown?)"
-            elif promote is None:
-                action = f"retrain {retrain['state_name'].lower()}, nothing new to promote"
-            else:
-                action = f"retrained; promoted v{after}" if after != before else "retrained; challenger rejected"
-        version, holdout = champion_summary()
-        metrics = registry.drift_check_metrics(MODEL, uri)
-        rows.append({
-            "month": f"2013-{month:02d}",
-            "drift share": float(row["drift_share"].iloc[0]) if len(row) else None,
-            "drifted features": row["drifted_features"].iloc[0] if len(row) else "",
-            "prediction drift": ("yes" if row["prediction_drift"].iloc[0] else "no") if len(row) else "-",
-            "action": action,
-            "champion": f"v{version}",
-            "champion roc_auc (holdout)": holdout,
-            "checked-by roc_auc on month": metrics.get("batch_roc_auc"),
-        })
-        print("  " + demo_report.line(rows[-1]))
-    return rows
+        tale.landing(f"2013-{month:02d}", demo_batches.month(month), f"2013-{month:02d}")
+    tale.landing("2013-12-reexport", demo_batches.lost_weather_join(12), "2013-12 re-export", may_drift=False)
+    current = champion()
+    previous = registry.get_alias(MODEL, registry.PREVIOUS_CHAMPION)
+    if previous is None:
+        print("no previous champion: nothing to roll back to, the rollback and approval steps are skipped")
+        return tale.rows
+    faulty = demo_batches.labels_against(10, registry.load_model(current), registry.load_model(previous), model_spec(settings))
+    tale.landing("2013-10-relabelled", faulty, "2013-10 relabelled")
+    if champion().version != current.version:
+        tale.approval(current.version)
+    return tale.rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -184,8 +327,10 @@ def main(argv: list[str] | None = None) -> int:
     from infra import stack
     from leanops.settings import get_settings
 
+    started = time.monotonic()
     settings = get_settings()
     os.environ.update(_client_env(settings))
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # the demo loads two models to craft labels
     stack.up(settings)
     deploy(settings)
     rows = story(settings, list(range(first, last + 1)))
@@ -193,7 +338,9 @@ def main(argv: list[str] | None = None) -> int:
     from deployments import demo_report
 
     print("\n" + demo_report.table(rows))
-    print(f"\nPrefect UI: http://{settings.host}:{settings.prefect_port}   MLflow UI: {settings.resolved_mlflow_tracking_uri}")
+    print("\n" + demo_report.decisions_seen(rows))
+    print(f"\n{time.monotonic() - started:.0f} s in all")
+    print(f"Prefect UI: http://{settings.host}:{settings.prefect_port}   MLflow UI: {settings.resolved_mlflow_tracking_uri}")
     print("The stack keeps running for the UIs; stop it with `make stack-down`.")
     return 0
 
