@@ -358,7 +358,10 @@ class Spec(_Frozen):
 
     @property
     def spec_hash(self) -> str:
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        # What a model is trained and judged with. The prose and the cron are not: editing them must not
+        # invalidate cached features and fits or make the same data a "new" training.
+        identity = self.model_dump(mode="json", exclude={"description", "schedule"})
+        canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
     @property

@@ -127,3 +127,13 @@ def test_a_missing_specs_folder_is_a_clear_error(tmp_path):
 def test_a_spec_with_an_impossible_schedule_fails_when_loaded(tmp_path, fields, message):
     with pytest.raises(SpecError, match=message):
         spec_with(tmp_path, "impossible", **fields)
+
+
+def test_editing_a_specs_cron_or_description_keeps_its_training_identity(tmp_path):
+    weekly = spec_with(tmp_path, "identity")
+    daily = spec_with(tmp_path, "identity", cron="0 5 * * *")
+    described = weekly.model_copy(update={"description": "a new text"})
+    retuned = weekly.model_copy(update={"split": weekly.split.model_copy(update={"seed": 7})})
+
+    assert daily.spec_hash == weekly.spec_hash == described.spec_hash
+    assert retuned.spec_hash != weekly.spec_hash
