@@ -98,7 +98,8 @@ def sqs_client(settings: Settings | None = None):
 
 def _translate_boto_error(uri: str, exc: Exception) -> Exception:
     from botocore.exceptions import (
-        ClientError, ConnectionError as BotoConnectionError, EndpointConnectionError, NoCredentialsError, PartialCredentialsError,
+        ClientError, ConnectionError as BotoConnectionError, EndpointConnectionError, HTTPClientError, NoCredentialsError,
+        PartialCredentialsError,
     )
 
     if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
@@ -116,7 +117,8 @@ def _translate_boto_error(uri: str, exc: Exception) -> Exception:
         if status >= 500 or code in {"SlowDown", "Throttling", "RequestTimeout"}:
             return TransientIOError(f"{uri}: S3 answered {code or status}")
         return BatchReadError(f"{uri}: S3 error {code}: {exc}")
-    if isinstance(exc, (EndpointConnectionError, BotoConnectionError, ConnectionError, TimeoutError)):
+    # HTTPClientError: the connection was reset or timed out mid-request (ConnectionClosedError, ReadTimeoutError).
+    if isinstance(exc, (EndpointConnectionError, BotoConnectionError, HTTPClientError, ConnectionError, TimeoutError)):
         return TransientIOError(f"{uri}: cannot reach the object store: {exc}")
     return exc
 

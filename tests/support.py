@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -154,3 +156,22 @@ def s3_notification(bucket: str, key: str) -> str:
             "key": quote_plus(key), "size": 10, "eTag": uuid.uuid4().hex, "sequencer": uuid.uuid4().hex[:16].upper(),
         }},
     }]})
+
+
+@contextlib.contextmanager
+def environment(**values: str):
+    """Environment variables for the block; leanops settings (cached) are re-read on entry and exit."""
+    from leanops.settings import reset_settings_cache
+
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    reset_settings_cache()
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        reset_settings_cache()

@@ -15,7 +15,6 @@ recent 20%). Measured with this champion (2,500-flight batches):
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 
@@ -25,32 +24,13 @@ import pytest
 from leanops import datasets, drift, events, monitoring, registry, storage
 from leanops.errors import BatchReadError, ContractViolation
 from leanops.spec import load_spec
-from support import prefect_request, read_events, spec_copy, task_run_states
+from support import environment, prefect_request, read_events, spec_copy, task_run_states
 
 pytestmark = pytest.mark.e2e
 
 MODEL = "drift-e2e"
 WEATHER = {"temp", "dewp"}
 SLACK_TOKEN = "xoxb-drift-e2e"
-
-
-@contextlib.contextmanager
-def environment(**values: str):
-    """Environment variables for the block; leanops settings (cached) are re-read on entry and exit."""
-    from leanops.settings import reset_settings_cache
-
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    reset_settings_cache()
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        reset_settings_cache()
 
 
 @pytest.fixture(scope="module")

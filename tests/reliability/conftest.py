@@ -1,0 +1,67 @@
+"""The fault-injection suite's table (scenario, faults injected, survived, data lost, time to recover),
+printed after the run from what each scenario recorded, and the one small champion its scenarios share.
+
+Run alone: ``.venv/bin/python -m pytest tests/reliability -q``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+_RESULTS: list["Outcome"] = []
+
+
+@dataclass
+class Outcome:
+    scenario: str
+    faults: str
+    survived: bool = False
+    data_lost: str = "?"
+    recover_seconds: float | None = None
+
+
+@pytest.fixture
+def record(request):
+    """A row of the table for this test. Set its fields as the test proves them: a row left unproven
+    (the test failed before setting ``survived``) prints as not survived."""
+
+    def start(scenario: str, faults: str) -> Outcome:
+        outcome = Outcome(scenario, faults)
+        _RESULTS.append(outcome)
+        return outcome
+
+    return start
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _RESULTS:
+        return
+    rows = [("scenario", "faults injected", "survived", "data lost", "time to recover")]
+    for r in _RESULTS:
+        recovered = "-" if r.recover_seconds is None else f"{r.recover_seconds:.1f} s"
+        rows.append((r.scenario, r.faults, "yes" if r.survived else "NO", r.data_lost, recovered))
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    terminalreporter.section("fault injection")
+    for n, row in enumerate(rows):
+        terminalreporter.write_line(" | ".join(cell.ljust(w) for cell, w in zip(row, widths)))
+        if n == 0:
+            terminalreporter.write_line("-+-".join("-" * w for w in widths))
+
+
+@pytest.fixture(scope="session")
+def small_champion(stack, tmp_path_factory):
+    """A small champion (2,400 flights, 30 trees) trained by the real retrain flow; its spec lives in a
+    specs folder under its own name. Scenarios only read it: each asserts it is unchanged."""
+    from flows.retrain import retrain
+    from leanops import datasets, registry, storage
+    from support import spec_copy
+
+    name = "reliability-champion"
+    specs = tmp_path_factory.mktemp("reliability-specs")
+    spec_path = spec_copy(specs, name, model__params__n_estimators=30)
+    training = datasets.flights_sample(range(1, 7), rows_per_month=400, seed=3)
+    uri = storage.write_table(training, f"s3://{stack.s3_bucket}/training/{name}/2013-h1.parquet")
+    registration = retrain(spec=str(spec_path), batch_uri=uri)
+    registry.set_alias(name, registry.CHAMPION, registration.version)
+    return {"name": name, "spec_path": spec_path, "specs": specs, "version": registration.version}
