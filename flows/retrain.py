@@ -12,7 +12,7 @@ from tasks.alert import alert_on_failure
 from tasks.cooldown import claim_retrain, confirm_retrain_claim, release_retrain_claim
 from tasks.evaluate import evaluate_model, find_champion
 from tasks.featurize import build_features
-from tasks.ingest import load_batch
+from tasks.ingest import check_training_size, load_batch
 from tasks.publish import publish_event
 from tasks.register import register_model
 from tasks.retirement import is_model_retired
@@ -31,13 +31,15 @@ def retrain(
     batch_uri: str | None = None,
     reason: Literal["manual", "schedule", "drift"] = "manual",
     tune: bool | None = None,
+    allow_small: bool = False,
 ) -> RegistrationResult | None:
     """Train a challenger for the model described by ``spec`` and register it in MLflow.
 
     ``batch_uri``: one parquet/CSV object, or a prefix ending in ``/`` (the spec's retrain window of
     landed batches); empty means the spec's window prefix. ``reason``: manual, schedule or drift
     (drift-triggered retrains respect the spec's cooldown; a retired model retrains only by hand). ``tune``: run the Optuna study first
-    (default: the spec's ``tuning.enabled``).
+    (default: the spec's ``tuning.enabled``). ``allow_small``: register even when the training set has
+    fewer than half the champion's training rows (otherwise such a retrain fails, saying so, before fitting).
     """
     model_spec = load_model_spec(spec)
     if reason != "manual" and is_model_retired(model_spec):
@@ -47,11 +49,13 @@ def retrain(
     batch = load_batch(batch_uri, model_spec)
     validate_batch(batch, model_spec)
     features = build_features(batch, model_spec)
+    champion = find_champion(model_spec)
+    check_training_size(features, champion, allow_small)
     tuning = None
     if model_spec.tuning.enabled if tune is None else tune:
         tuning = choose_params(log_tuning(tune_params(features, model_spec), model_spec), model_spec)
     trained = fit_model(features, model_spec, tuning.params if tuning else None)
-    evaluation = evaluate_model(trained, features, model_spec, find_champion(model_spec))
+    evaluation = evaluate_model(trained, features, model_spec, champion)
     registration = register_model(model_spec, trained, evaluation, features, batch, tuning=tuning)
     if registration.created:
         publish_event(

@@ -219,9 +219,21 @@ class PromotionSpec(_Frozen):
 class RetrainWindowSpec(_Frozen):
     prefix: str | None = None
     """S3 prefix (or local folder) holding landed batches; None means the batch given to the flow only."""
-    last_n: int | None = 6
+    days: float | None = None
+    """Train on the rows of the last ``days`` days by the spec's time column, counted back from the newest
+    row landed (not from today: replays and fast-time simulations behave like real time). None: every row."""
+    min_rows: int = Field(default=0, ge=0)
+    """At least this many rows: a window of ``days`` holding fewer reaches further back for the newest
+    ``min_rows`` rows; if everything landed holds fewer, the retrain fails naming this field."""
     since: str | None = None
-    """ISO date: use batches last modified on or after it."""
+    """ISO date: leave out rows dated (time column) before it, whatever ``days`` and ``min_rows`` say."""
+    recursive: bool = False
+    """Whether objects in folders nested under the prefix count as landed batches."""
+    suffixes: tuple[str, ...] = (".parquet", ".csv")
+    """Which objects count, by name ending. Empty objects and markers (names starting with ``_`` or ``.``,
+    e.g. ``_SUCCESS``) never count, nor batches the processed-batch manifest records as rejected."""
+    last_n: int | None = Field(default=None, ge=1)
+    """An upper bound on the objects read (the last ``last_n`` by key), never the window itself; None: no bound."""
     cooldown_minutes: float = 60.0
     """A drift-triggered retrain is skipped when the model was retrained less than this ago."""
 
