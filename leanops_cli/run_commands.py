@@ -100,6 +100,9 @@ def promote(
     version: Optional[str] = typer.Option(None, "--version", help="Version number or alias to judge (default: the challenger)."),
     approval: Optional[str] = typer.Option(None, "--approval", help="auto or manual (a person answers in the Prefect UI); default: the spec's."),
     data: Optional[str] = typer.Option(None, "--data", help="Also compare champion and challenger on this labelled batch."),
+    ask_again: bool = typer.Option(
+        False, "--ask-again", help="Ask a person even if one answered this comparison before (implies --approval manual)."
+    ),
     local: bool = LOCAL_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -109,11 +112,13 @@ def promote(
     Example:
 
         leanops promote churn --version 3 --approval manual
+
+        leanops promote churn --version 3 --approval manual --ask-again
     """
     if approval not in (None, "auto", "manual"):
         fail(f"--approval {approval!r}: use auto or manual", as_json)
     _known_spec(model, as_json)
-    parameters = {"spec": model, "version": version, "approval": approval, "batch_uri": data}
+    parameters = {"spec": model, "version": version, "approval": approval, "batch_uri": data, "ask_again": ask_again}
     if not local:
         return _start(PROMOTE_DEPLOYMENT, parameters, as_json)
     from flows.promote import promote as promote_flow

@@ -4,6 +4,7 @@ rollback and retirement, using the CLI alone."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -14,6 +15,7 @@ from pathlib import Path
 import prefect.main  # noqa: F401 - Prefect binds its console log handler to sys.stderr when set up: do it here,
 import pytest  # not inside a CliRunner invocation, whose stderr is closed when it returns
 import yaml
+from prefect.exceptions import ObjectNotFound
 from typer.testing import CliRunner
 
 from leanops import datasets, registry, storage
@@ -139,31 +141,50 @@ def test_a_new_model_through_its_lifecycle_with_the_cli_alone(cli, specs_dir, fl
     assert registry.get_alias(name, registry.CHAMPION).version == "1"
 
 
-def test_retrain_starts_the_deployment_and_prints_where_to_watch_it(cli, specs_dir, flights_csv, prefect_server):
+@contextlib.contextmanager
+def deployment_of(flow, full_name: str):
+    """The deployment the CLI starts, created for this test when the session has none (no worker runs it)."""
     from prefect.client.orchestration import get_client
 
+    with get_client(sync_client=True) as client:
+        try:
+            deployment_id, created = client.read_deployment_by_name(full_name).id, False
+        except ObjectNotFound:
+            deployment_id, created = flow.to_deployment(full_name.split("/")[1]).apply(), True
+        try:
+            yield client, deployment_id
+        finally:
+            if created:
+                client.delete_deployment(deployment_id)
+
+
+def test_retrain_starts_the_deployment_and_prints_where_to_watch_it(cli, specs_dir, flights_csv, prefect_server):
     from flows.retrain import retrain
     from leanops_cli.run_commands import RETRAIN_DEPLOYMENT
 
     name = f"cli-{uuid.uuid4().hex[:6]}"
     cli("spec", "init", name, "--data", flights_csv, "--target", "dep_delay", "--positive-when-gt", 15, "--out", specs_dir / f"{name}.yaml")
-    with get_client(sync_client=True) as client:
-        try:
-            deployment_id = client.read_deployment_by_name(RETRAIN_DEPLOYMENT).id
-            created = False
-        except Exception:  # noqa: BLE001 - absent in this session: create it (no worker runs it)
-            deployment_id = retrain.to_deployment(RETRAIN_DEPLOYMENT.split("/")[1]).apply()
-            created = True
-        try:
-            started = cli("retrain", name, "--data", "s3://leanops/incoming/x/")
-            run = client.read_flow_run(started["flow_run_id"])
-            client.delete_flow_run(run.id)  # nothing should train it
-            assert run.deployment_id == deployment_id
-            assert run.parameters == {"spec": name, "batch_uri": "s3://leanops/incoming/x/", "reason": "manual"}
-            assert started["url"] == f"{prefect_server.removesuffix('/api')}/runs/flow-run/{run.id}"
-        finally:
-            if created:
-                client.delete_deployment(deployment_id)
+    with deployment_of(retrain, RETRAIN_DEPLOYMENT) as (client, deployment_id):
+        started = cli("retrain", name, "--data", "s3://leanops/incoming/x/")
+        run = client.read_flow_run(started["flow_run_id"])
+        client.delete_flow_run(run.id)  # nothing should train it
+        assert run.deployment_id == deployment_id
+        assert run.parameters == {"spec": name, "batch_uri": "s3://leanops/incoming/x/", "reason": "manual"}
+        assert started["url"] == f"{prefect_server.removesuffix('/api')}/runs/flow-run/{run.id}"
+
+
+def test_promote_can_ask_a_person_again(cli, specs_dir, flights_csv, prefect_server):
+    from flows.promote import promote
+    from leanops_cli.run_commands import PROMOTE_DEPLOYMENT
+
+    name = f"cli-{uuid.uuid4().hex[:6]}"
+    cli("spec", "init", name, "--data", flights_csv, "--target", "dep_delay", "--positive-when-gt", 15, "--out", specs_dir / f"{name}.yaml")
+    with deployment_of(promote, PROMOTE_DEPLOYMENT) as (client, deployment_id):
+        started = cli("promote", name, "--version", "3", "--approval", "manual", "--ask-again")
+        run = client.read_flow_run(started["flow_run_id"])
+        client.delete_flow_run(run.id)  # nothing should judge it
+        assert run.deployment_id == deployment_id
+        assert (run.parameters["version"], run.parameters["approval"], run.parameters["ask_again"]) == ("3", "manual", True)
 
 
 def test_commands_name_what_is_missing(cli, specs_dir, mlflow_server, prefect_server):
