@@ -43,6 +43,7 @@ bench: stack-up
 	$(BIN)/python bench/bench_tuning.py
 	$(BIN)/python bench/bench_events.py
 	$(BIN)/python bench/bench_bridge.py
+	$(BIN)/python bench/drift_lever.py
 
 clean: stack-down
 	rm -rf .leanops
