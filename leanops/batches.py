@@ -48,9 +48,11 @@ def default_source(spec: Spec, settings: Settings | None = None) -> str:
 
 def counted_objects(prefix_uri: str, objects: list[storage.ObjectInfo], window: RetrainWindowSpec) -> list[storage.ObjectInfo]:
     """The objects under ``prefix_uri`` that are landed batches by the window's rules, oldest first by key."""
+    # Local listings name files by plain path, whatever the prefix was given as (file://...).
+    root = prefix_uri if storage.is_s3(prefix_uri) else str(storage.local_path(prefix_uri)).rstrip("/") + "/"
     chosen = []
     for info in sorted(objects, key=lambda o: o.uri):
-        relative = info.uri[len(prefix_uri):] if info.uri.startswith(prefix_uri) else info.uri.rsplit("/", 1)[-1]
+        relative = info.uri[len(root):] if info.uri.startswith(root) else info.uri.rsplit("/", 1)[-1]
         name = relative.rsplit("/", 1)[-1]
         if "/" in relative and not window.recursive:
             continue
@@ -125,7 +127,7 @@ def read_batch(
     used = sorted(set(source[keep].tolist()))
     return Batch(
         uri=uri,
-        fingerprint=combine_fingerprints(*(fingerprints[i] for i in used), bounds),
+        fingerprint=combine_fingerprints(*(fingerprints[i] for i in used), *([bounds] if bounds else [])),
         frame=frame[keep.to_numpy()].reset_index(drop=True),
         sources=tuple(objects[i].uri for i in used),
     )

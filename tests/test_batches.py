@@ -69,6 +69,12 @@ def test_a_burst_of_small_objects_does_not_displace_the_time_window(landed, flig
     assert not any("backfill" in s for s in batch.sources)
 
 
+def test_a_file_uri_prefix_leaves_nested_folders_out_too(landed, flights_july):
+    _burst(landed, flights_july)
+    batch = batches.read_batch(f"file://{landed}/", RetrainWindowSpec(days=181), time_column="time_hour")
+    assert len(batch.sources) == 6 and len(batch.frame) == 4800
+
+
 def test_nested_folders_count_only_when_the_window_says_so(landed, flights_july):
     _burst(landed, flights_july)
     batch = batches.read_batch(f"{landed}/", RetrainWindowSpec(days=181, recursive=True), time_column="time_hour")
