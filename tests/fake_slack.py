@@ -20,12 +20,14 @@ class FakeSlack:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802 - http.server's naming
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                fake.requests.append({"path": self.path, "headers": dict(self.headers), "json": json.loads(body or b"{}")})
+                request = {"path": self.path, "headers": dict(self.headers), "json": json.loads(body or b"{}"), "answer": None}
+                fake.requests.append(request)
                 status, headers, payload, delay = fake.script.pop(0) if fake.script else (200, {}, None, 0.0)
                 time.sleep(delay)
                 if payload is None:
                     fake._count += 1
                     payload = {"ok": True, "channel": "C0ALERTS", "ts": f"1700000000.{fake._count:06d}"}
+                request["answer"] = {"status": status, **payload}
                 data = json.dumps(payload).encode()
                 try:
                     self.send_response(status)
@@ -47,6 +49,14 @@ class FakeSlack:
 
     def posts(self) -> list[dict]:
         return [r["json"] for r in self.requests if r["path"] == "/api/chat.postMessage"]
+
+    def delivered(self) -> list[dict]:
+        """The posts Slack accepted (answered 200 with ok): the messages a channel shows. A post scripted to
+        hang past the client's timeout with an error answer stands for one Slack never processed."""
+        return [
+            r["json"] for r in self.requests
+            if r["path"] == "/api/chat.postMessage" and r["answer"] and r["answer"]["status"] == 200 and r["answer"].get("ok")
+        ]
 
     def close(self):
         self.server.shutdown()
