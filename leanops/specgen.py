@@ -335,8 +335,15 @@ def infer_spec(
     comments["tuning.enabled"] = "turn on once the model trains: an Optuna study before each retrain"
     data["promotion"] = {"approval": "auto", "must_beat_baseline": True}
     comments["promotion.approval"] = "manual: a person approves each promotion in the Prefect UI"
-    data["retrain_window"] = {"prefix": f"incoming/{name}/", "last_n": 6}
-    comments["retrain_window.prefix"] = "batches land here (in the bucket); a retrain reads the last six"
+    data["retrain_window"] = {"prefix": f"incoming/{name}/"}
+    comments["retrain_window.prefix"] = "batches land here (in the bucket); their nested folders do not count"
+    if time is not None:
+        # A window by time, not by object count: a burst of small files cannot push real batches out.
+        data["retrain_window"] |= {"days": 180, "min_rows": min(1000, n)}
+        comments["retrain_window.days"] = f"a retrain learns from the last 180 days by {time}, counted from the newest row"
+        comments["retrain_window.min_rows"] = "reaching further back when those days hold fewer rows"
+    else:
+        comments["retrain_window.prefix"] += "; without a time column a retrain reads every batch landed there"
     header = [f"Model spec for {name}, inferred by `leanops spec init` from {source or 'a data sample'} ({n:,} rows)."]
     return Draft(data, comments, left_out, header)
 

@@ -79,6 +79,9 @@ def test_a_numeric_label_with_a_threshold_and_a_time_column(flights_small):
     assert hour.min <= seen.min() and hour.max > seen.max()  # widened, so the next batch's extremes pass
     assert spec.contract.columns["dep_delay"].max_null_share >= flights_small["dep_delay"].isna().mean()
     assert split["holdout"] > 0
+    # With a time column, retraining learns from a window of days, never from a count of landed objects.
+    window = spec.retrain_window
+    assert (window.days, window.last_n, window.recursive) == (180, None, False) and window.min_rows > 0
 
 
 def test_three_string_labels_make_a_multiclass_target_and_nulls_are_allowed_as_seen(penguins):
