@@ -3,9 +3,24 @@
 Composes the registry adapter's reads and writes (``leanops.registry``, the only MLflow user) with the
 decisions (``leanops.promotion``) and the trail's entries (``leanops.audit``). The moves read the
 champion, decide from that reading and write: callers hold the model's "aliases" lock (tasks/promote.py).
+
+The trail is one MLflow run per entry in the model's audit experiment (``leanops/<model>/audit``), kept
+in MLflow's database and paged, so the registered model holds only its current state (aliases, version
+tags) however many moves it sees. The order, so that no alias moves without its entry:
+1. the entry is written first, as a RUNNING run: if MLflow refuses it, nothing moves;
+2. the aliases (and the version tags) are written;
+3. the run is ended FINISHED, or FAILED with the error when a write of step 2 failed.
+The history is the FINISHED runs, ordered by the entry's time-ordered key. A run left RUNNING (the
+process died or MLflow went away between 2 and 3) is not in the history; the retried promotion finds its
+move unexplained by the trail and records it again (see :func:`apply_promotion`).
+Legacy trails (one registered-model tag per entry) are moved into runs the first time the model's
+trail is read or written (:func:`migrate_legacy_trail`, idempotent).
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from leanops import audit, promotion, registry
 from leanops.errors import AliasConflict, ModelNotFound
@@ -13,11 +28,22 @@ from leanops.results import AliasChange, PromotionDecision, RollbackCheck
 from leanops.settings import Settings
 
 
-def record_alias_change(change: AliasChange, version_tags: dict[str, str], settings: Settings | None = None) -> None:
-    """Append ``change`` to the model's audit trail and tag the version it concerns."""
-    key, value = audit.audit_tag(change)
-    registry.set_version_tags(change.model_name, change.version, version_tags, settings)
-    registry.set_model_tags(change.model_name, {key: value}, settings)
+@contextmanager
+def recorded(change: AliasChange, details: dict[str, str], settings: Settings | None = None) -> Iterator[None]:
+    """Write ``change``'s audit entry around the alias moves done inside the block (order: module docstring)."""
+    migrate_legacy_trail(change.model_name, settings)
+    run_id = registry.start_audit_run(
+        change.model_name, audit.entry_tags(change, details), audit.entry_run_name(change), settings=settings
+    )
+    try:
+        yield
+    except BaseException as exc:
+        try:
+            registry.end_audit_run(run_id, failure=f"{type(exc).__name__}: {exc}", settings=settings)
+        except Exception:  # noqa: BLE001 - MLflow is what failed: the entry stays RUNNING, out of the history either way
+            pass
+        raise
+    registry.end_audit_run(run_id, settings=settings)
 
 
 def _move_champion(name: str, new_version: str, old_version: str | None, settings: Settings | None = None) -> None:
@@ -45,10 +71,12 @@ def apply_promotion(decision: PromotionDecision, flow_run_url: str = "", setting
     change = audit.promotion_change(decision, action, champion, previous, flow_run_url)
     if action in ("noop", "stale"):
         return change
-    if action == "promoted":
-        registry.get_version(name, decision.challenger_version, settings)  # deleted meanwhile: ModelNotFound, nothing moved
-        _move_champion(name, decision.challenger_version, champion, settings)
-    record_alias_change(change, audit.decision_tags(decision, change), settings)
+    version_tags = audit.decision_tags(decision, change)
+    with recorded(change, version_tags, settings):
+        if action == "promoted":
+            registry.get_version(name, decision.challenger_version, settings)  # deleted meanwhile: ModelNotFound, nothing moved
+            _move_champion(name, decision.challenger_version, champion, settings)
+        registry.set_version_tags(name, change.version, version_tags, settings)
     return change
 
 
@@ -86,21 +114,52 @@ def apply_rollback(
         return audit.rollback_change(name, "noop", str(target), champion, previous, f"v{target} already is the champion", by, flow_run_url)
     action = "kept" if check is not None and not check.previous_is_better else "rolled_back"
     change = audit.rollback_change(name, action, str(target), champion, previous, why, by, flow_run_url)
-    if action == "rolled_back":
-        registry.get_version(name, str(target), settings)
-        registry.set_alias(name, registry.CHAMPION, str(target), settings)
-        if previous is not None:
-            registry.delete_alias(name, registry.PREVIOUS_CHAMPION, settings)
-        # No alias leads back to the version rolled away from, and its tag makes any promotion of it
-        # wait for a person's new decision (a plain promote would otherwise judge it again).
-        registry.set_version_tags(name, champion, audit.rolled_back_tags(change), settings)
-        if registry.alias_version(name, registry.CHALLENGER, settings) == champion:
-            registry.delete_alias(name, registry.CHALLENGER, settings)
-    record_alias_change(change, audit.rollback_tags(change), settings)
+    version_tags = audit.rollback_tags(change)
+    with recorded(change, version_tags, settings):
+        if action == "rolled_back":
+            registry.get_version(name, str(target), settings)
+            registry.set_alias(name, registry.CHAMPION, str(target), settings)
+            if previous is not None:
+                registry.delete_alias(name, registry.PREVIOUS_CHAMPION, settings)
+            # No alias leads back to the version rolled away from, and its tag makes any promotion of it
+            # wait for a person's new decision (a plain promote would otherwise judge it again).
+            registry.set_version_tags(name, champion, audit.rolled_back_tags(change), settings)
+            if registry.alias_version(name, registry.CHALLENGER, settings) == champion:
+                registry.delete_alias(name, registry.CHALLENGER, settings)
+        registry.set_version_tags(name, change.version, version_tags, settings)
     return change
 
 
 def alias_history(name: str, settings: Settings | None = None) -> list[AliasChange]:
     """Every recorded promotion, rejection and rollback of the model, oldest first."""
+    migrate_legacy_trail(name, settings)
+    return _recorded_changes(name, settings)
+
+
+def _recorded_changes(name: str, settings: Settings | None = None) -> list[AliasChange]:
+    # Keyed by the entry's key: two readers migrating the same legacy tag at once write it twice, harmlessly.
+    changes = {}
+    for tags in registry.finished_audit_runs(name, settings):
+        change = audit.change_from_entry(tags)
+        changes.setdefault(change.key, change)
+    return [changes[key] for key in sorted(changes)]
+
+
+def migrate_legacy_trail(name: str, settings: Settings | None = None) -> int:
+    """Move the legacy trail (``leanops.audit.<key>`` tags on the registered model) into audit runs, each
+    at its own time, and delete those tags. Idempotent: an entry already in a run only loses its tag.
+    Returns how many tags it moved. ModelNotFound when there is no such model."""
     tags = registry.get_model_tags(name, settings)
-    return [audit.change_from_tag(tags[key]) for key in sorted(k for k in tags if k.startswith(audit.AUDIT_TAG_PREFIX))]
+    legacy = sorted(key for key in tags if key.startswith(audit.AUDIT_TAG_PREFIX))
+    if not legacy:
+        return 0
+    already = {change.key for change in _recorded_changes(name, settings)}
+    for tag_key in legacy:
+        change = audit.change_from_tag(tags[tag_key])
+        if change.key not in already:
+            run_id = registry.start_audit_run(name, audit.entry_tags(change), audit.entry_run_name(change),
+                                              start_time_ms=audit.epoch_ms(change.at), settings=settings)
+            registry.end_audit_run(run_id, settings=settings)
+        # Deleted only once its run is FINISHED: an interruption leaves the tag, and the next call moves it.
+        registry.delete_model_tags(name, [tag_key], settings)
+    return len(legacy)

@@ -1,9 +1,16 @@
 """The audit trail of a model's champion: what a promotion, rejection or rollback leaves behind.
 
-The entries (``AliasChange``), their serialization as MLflow tags (one registered-model tag per entry,
-version tags for a decision's ledger, approver and reason, a human's answer, a rolled-back version),
-and reading them back. Pure: ``leanops.registry`` writes and reads the tags; ``leanops.promotion``
+The entries (``AliasChange``) and their serialization: an entry is the tags of one MLflow run in the
+model's audit experiment (``leanops/<model>/audit``, see ``leanops.aliases`` for when it is written);
+version tags keep each version's current state (a decision's ledger, approver and reason, a human's
+answer, a rolled-back version). Pure: ``leanops.registry`` writes and reads; ``leanops.promotion``
 decides; ``leanops.promotion_messages`` tells people.
+
+Why runs and not registered-model tags (the legacy trail, one ``leanops.audit.<key>`` tag per entry):
+a tag per move grows the model page without bound, while runs are paged, searchable and kept in
+MLflow's database, which survives a restart of the local stack (no artifact: those live in S3, which
+moto forgets). The entry's JSON is stored whole (split over tags below MLflow's tag limit) so reading it
+back is exact; a few readable tags (action, version, champions, by) make the runs table legible.
 """
 
 from __future__ import annotations
@@ -28,8 +35,15 @@ ROLLBACK_TAG_PREFIX = "leanops.rollback."
 APPROVAL_TAG_PREFIX = "leanops.approval."
 # ... on a version a rollback moved away from: it returns only by a person's new decision ...
 ROLLED_BACK_TAG = "leanops.rolled_back"
-# ... and the append-only history, one registered-model tag per entry (keys sort in time order).
+# ... and the legacy history, one registered-model tag per entry (keys sort in time order), which
+# ``leanops.aliases.migrate_legacy_trail`` moves into audit runs.
 AUDIT_TAG_PREFIX = "leanops.audit."
+# Tags of an audit run: the entry's JSON (in chunks: MLflow keeps at most 8,000 characters per run tag),
+# its time-ordered key and readable fields.
+ENTRY_TAG = "leanops.audit.entry"
+ENTRY_KEY_TAG = "leanops.audit.key"
+_CHUNK = 7000
+_RUN_TAG_LIMIT = 8000
 
 
 def utc_now() -> str:
@@ -143,6 +157,37 @@ def audit_tag(change: AliasChange) -> tuple[str, str]:
 
 def change_from_tag(value: str) -> AliasChange:
     return AliasChange(**json.loads(value))
+
+
+def entry_tags(change: AliasChange, details: dict[str, str] | None = None) -> dict[str, str]:
+    """The tags of the audit run holding ``change``, with the decision's ``details`` (e.g. its version tags)."""
+    text = json.dumps(asdict(change), sort_keys=True)
+    chunks = [text[start:start + _CHUNK] for start in range(0, len(text), _CHUNK)]
+    tags = {f"{ENTRY_TAG}.{i}" if i else ENTRY_TAG: chunk for i, chunk in enumerate(chunks)}
+    readable = {"action": change.action, "version": change.version, "champion_before": change.champion_before or "",
+                "champion_after": change.champion_after or "", "by": change.by, "at": change.at}
+    tags.update({f"{AUDIT_TAG_PREFIX}{field}": value for field, value in readable.items()})
+    tags[ENTRY_KEY_TAG] = change.key
+    tags["leanops.model"] = change.model_name
+    tags.update({key: value[:_RUN_TAG_LIMIT] for key, value in (details or {}).items()})
+    return tags
+
+
+def change_from_entry(tags: dict[str, str]) -> AliasChange:
+    """The entry an audit run holds (see :func:`entry_tags`)."""
+    text, i = tags[ENTRY_TAG], 1
+    while f"{ENTRY_TAG}.{i}" in tags:
+        text, i = text + tags[f"{ENTRY_TAG}.{i}"], i + 1
+    return AliasChange(**json.loads(text))
+
+
+def entry_run_name(change: AliasChange) -> str:
+    return f"{change.action} v{change.version}"
+
+
+def epoch_ms(at: str) -> int:
+    """An entry's ISO 8601 time as MLflow's start time (a migrated entry keeps its moment)."""
+    return int(datetime.fromisoformat(at).timestamp() * 1000)
 
 
 def decision_tags(decision: PromotionDecision, change: AliasChange) -> dict[str, str]:

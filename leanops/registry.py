@@ -503,6 +503,58 @@ def set_model_tag(name: str, key: str, value: str | None, settings: Settings | N
         mlflow_client.create_registered_model(name, tags={key: value})
 
 
+# --- the audit trail: one run per alias move (entries and their order: leanops.audit, leanops.aliases) ---
+
+
+def _audit_experiment(name: str) -> str:
+    return f"leanops/{name}/audit"
+
+
+@_speaks_to_mlflow
+def start_audit_run(name: str, tags: dict[str, str], run_name: str, start_time_ms: int | None = None,
+                    settings: Settings | None = None) -> str:
+    """A run (status RUNNING) in the model's audit experiment holding one entry; returns its id."""
+    mlflow_client = client(settings)
+    experiment_id = _experiment_id(mlflow_client, _audit_experiment(name))
+    return mlflow_client.create_run(experiment_id, start_time=start_time_ms, tags=tags, run_name=run_name).info.run_id
+
+
+@_speaks_to_mlflow
+def end_audit_run(run_id: str, failure: str | None = None, settings: Settings | None = None) -> None:
+    """FINISHED (the entry holds), or FAILED with why (the move it announced did not happen)."""
+    mlflow_client = client(settings)
+    if failure is not None:
+        mlflow_client.set_tag(run_id, "leanops.audit.failure", failure[:8000])
+    mlflow_client.set_terminated(run_id, "FAILED" if failure is not None else "FINISHED")
+
+
+@_speaks_to_mlflow
+def finished_audit_runs(name: str, settings: Settings | None = None) -> list[dict[str, str]]:
+    """The tags of every FINISHED run of the model's audit experiment, oldest first (all pages)."""
+    mlflow_client = client(settings)
+    experiment = mlflow_client.get_experiment_by_name(_audit_experiment(name))
+    if experiment is None:
+        return []
+    found: list[dict[str, str]] = []
+    page_token = None
+    while True:
+        page = mlflow_client.search_runs(
+            [experiment.experiment_id], filter_string="attributes.status = 'FINISHED'",
+            order_by=["attributes.start_time ASC"], max_results=1000, page_token=page_token,
+        )
+        found.extend(dict(run.data.tags) for run in page)
+        page_token = page.token
+        if not page_token:
+            return found
+
+
+@_speaks_to_mlflow
+def delete_model_tags(name: str, keys: list[str], settings: Settings | None = None) -> None:
+    mlflow_client = client(settings)
+    for key in keys:
+        mlflow_client.delete_registered_model_tag(name, key)
+
+
 # --- promotion and rollback: resolving versions, smoke tests (the alias moves: leanops.aliases) ------
 
 
