@@ -523,6 +523,15 @@ def _beside(sample: pd.DataFrame, predictions: pd.Series) -> pd.DataFrame:
     return sample.reindex(rows).assign(**{_PREDICTION_COLUMN: predictions.reindex(rows).to_numpy()})
 
 
+# Evidently draws every category of a column: ~1.8 ms each here (20,000 unseen destinations took 36 s, 100,000
+# did not finish in 10 minutes). Such a column keeps its score in the DriftResult and stays out of the report.
+REPORT_MAX_CATEGORIES = 1_000
+
+
+def _too_many_categories(reference: pd.Series, current: pd.Series, kind: str) -> bool:
+    return kind == "categorical" and pd.concat([reference, current], ignore_index=True).nunique() > REPORT_MAX_CATEGORIES
+
+
 def _has_values(reference: pd.Series, current: pd.Series, kind: str) -> bool:
     return len(_clean(reference, kind)) > 0 and len(_clean(current, kind)) > 0
 
@@ -567,7 +576,7 @@ def build_evidently_report(
     columns, _ = _feature_columns(reference, current, spec)
     samples = _sample_sides(reference, current, columns, spec)
     ref, cur = samples.reference, samples.current
-    computable = [(n, k) for n, k in columns if _has_values(ref[n], cur[n], k)]
+    computable = [(n, k) for n, k in columns if _has_values(ref[n], cur[n], k) and not _too_many_categories(ref[n], cur[n], k)]
     extra: dict[str, tuple[str, float]] = {}
     if reference_scores is not None or current_scores is not None:
         if reference_scores is None or current_scores is None:

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from reliability.faults import processed_mark, s3_through
-from leanops import datasets, drift, monitoring, registry, storage
+from reliability.faults import drift_monitor, history_statuses, processed_mark, s3_through
+from leanops import datasets, registry, storage
 from leanops.errors import TransientIOError
 from reliability.proxy import TcpProxy
 
@@ -34,18 +34,6 @@ def land(stack, name: str, key: str) -> str:
     return storage.write_table(datasets.flights_sample([8], rows_per_month=2500, seed=11), f"s3://{stack.s3_bucket}/checks/{name}/{key}")
 
 
-def drift_monitor(**parameters):
-    from flows.drift_monitor import drift_monitor as flow
-
-    return flow(**parameters, return_state=True)
-
-
-def history_statuses(name: str, uri: str) -> list[str]:
-    try:
-        history = drift.read_history(monitoring.history_uri(name))
-    except Exception:  # noqa: BLE001 - no history yet is "no check recorded"
-        return []
-    return list(history.loc[history["batch_uri"] == uri, "status"])
 
 
 def test_s3_back_within_the_retry_window_the_check_completes(small_champion, stack, s3_proxy, record):
