@@ -37,7 +37,7 @@ def land(stack, name: str, key: str) -> str:
 
 
 def test_s3_back_within_the_retry_window_the_check_completes(small_champion, stack, s3_proxy, record):
-    row = record("1a S3 cut off during load_batch, back in time", f"S3 connections reset x{REFUSALS_WITHIN_RETRY_WINDOW}")
+    row = record("1 S3 cut off during load_batch, back in time", f"S3 connections reset x{REFUSALS_WITHIN_RETRY_WINDOW}")
     name = small_champion["name"]
     uri = land(stack, name, "2013-08-blip.parquet")
     s3_proxy.refuse_next(REFUSALS_WITHIN_RETRY_WINDOW)
@@ -56,7 +56,7 @@ def test_s3_back_within_the_retry_window_the_check_completes(small_champion, sta
 
 
 def test_s3_down_past_the_retry_window_fails_the_run_and_a_rerun_checks_the_batch(small_champion, stack, s3_proxy, record):
-    row = record("1b S3 cut off past the retry window, rerun", "S3 down for a whole run")
+    row = record("1 S3 cut off past the retry window, rerun", "S3 down for a whole run")
     name = small_champion["name"]
     uri = land(stack, name, "2013-08-outage.parquet")
     versions = [v.version for v in registry.list_versions(name)]
