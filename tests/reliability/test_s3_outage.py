@@ -15,6 +15,7 @@ from reliability.faults import drift_monitor, history_statuses, processed_mark, 
 from leanops import datasets, registry, storage
 from leanops.errors import TransientIOError
 from reliability.proxy import TcpProxy
+from support import prefect_request, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -28,6 +29,19 @@ def s3_proxy(stack):
     proxy = TcpProxy(stack.host, stack.s3_port)
     yield proxy
     proxy.close()
+
+
+def load_batch_attempts(stack, flow_run_id) -> int:
+    """How many times the run's load_batch task ran, once the server has its final state."""
+    body = {"flow_runs": {"id": {"any_": [str(flow_run_id)]}}, "task_runs": {"name": {"like_": "load_batch"}}}
+    url = f"{stack.resolved_prefect_api_url}/task_runs/filter"
+
+    def settled():
+        runs = prefect_request("POST", url, json=body).json()
+        return runs if runs and all(r["state_type"] == "COMPLETED" for r in runs) else None
+
+    (run,) = wait_for(settled, f"the load_batch task run of {flow_run_id} to complete")
+    return run["run_count"]
 
 
 def land(stack, name: str, key: str) -> str:
@@ -48,6 +62,7 @@ def test_s3_back_within_the_retry_window_the_check_completes(small_champion, sta
     assert state.is_completed(), state.message
     outcome = state.result()
     assert s3_proxy.refused == REFUSALS_WITHIN_RETRY_WINDOW and s3_proxy.forwarded > 0
+    assert load_batch_attempts(stack, state.state_details.flow_run_id) == 2  # the outage hit load_batch, its retry got through
     assert (outcome.batch_uri, outcome.champion_version) == (uri, small_champion["version"])
     assert history_statuses(name, uri) == [outcome.status]
     assert processed_mark(uri).status == outcome.status
