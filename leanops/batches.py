@@ -79,7 +79,7 @@ def rejected_by_manifest(settings: Settings | None = None) -> RejectedTest:
         if manifest.marker_name(info.uri, identity) not in listed[0]:
             return False
         mark = manifest.read_mark(info.uri, identity, settings)
-        return mark is not None and mark.status.startswith("rejected")
+        return mark is not None and mark.rejected
 
     return rejected
 

@@ -32,6 +32,13 @@ from leanops.errors import BatchReadError, SpecError
 from leanops.settings import Settings, get_settings
 
 _MARKER_SUFFIX = ".json"
+# A batch turned away for good (unreadable, contract broken): its status starts with this, then the reason.
+REJECTED = "rejected"
+
+
+def rejected_status(error: BaseException) -> str:
+    """The status of a rejected batch: the reason travels with the mark ("why was this never checked?")."""
+    return f"{REJECTED}: {type(error).__name__}: {error}"[:2000]
 
 
 @dataclass(frozen=True)
@@ -44,6 +51,10 @@ class ProcessedMark:
     status: str
     processed_at: str
     flow_run_id: str = ""
+
+    @property
+    def rejected(self) -> bool:
+        return self.status.startswith(REJECTED)
 
 
 def manifest_root(settings: Settings | None = None) -> str:

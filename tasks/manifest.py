@@ -60,9 +60,7 @@ def mark_rejected_batch(flow, flow_run, state) -> None:
             manifest.mark_waiting_for_spec(target.batch_uri, target.spec, str(error), str(flow_run.id))
             log.info("%s waits for the spec of %s: %s", target.batch_uri, target.spec, error)
             return
-        # The reason travels with the mark: "why was this batch never checked?" is answered by the manifest.
-        reason = f"rejected: {type(error).__name__}: {error}"[:2000]
-        manifest.mark_processed(target.batch_uri, target.spec, reason, str(flow_run.id))
+        manifest.mark_processed(target.batch_uri, target.spec, manifest.rejected_status(error), str(flow_run.id))
     except Exception as exc:  # noqa: BLE001 - a hook must not raise; unmarked, the batch is re-checked later
         log.warning("could not mark the rejected batch of run %s as processed: %s", flow_run.name, exc)
         return
