@@ -11,7 +11,7 @@ import io
 import json
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
@@ -316,6 +316,8 @@ class QueueMessage:
     message_id: str
     receipt_handle: str
     body: str
+    # String message attributes (the bridge puts its reason for dead-lettering one there).
+    attributes: dict[str, str] = field(default_factory=dict)
 
 
 def queue_url(name: str, settings: Settings | None = None) -> str:
@@ -343,8 +345,20 @@ def receive_messages(
         MaxNumberOfMessages=max_messages,
         WaitTimeSeconds=wait_seconds,
         VisibilityTimeout=visibility_timeout,
+        MessageAttributeNames=["All"],
     )
-    return [QueueMessage(m["MessageId"], m["ReceiptHandle"], m["Body"]) for m in response.get("Messages", [])]
+    return [
+        QueueMessage(
+            m["MessageId"], m["ReceiptHandle"], m["Body"],
+            {k: v.get("StringValue", "") for k, v in (m.get("MessageAttributes") or {}).items()},
+        )
+        for m in response.get("Messages", [])
+    ]
+
+
+def release_message(queue_url: str, receipt_handle: str, settings: Settings | None = None) -> None:
+    """Make a received message visible again at once (instead of after its visibility timeout)."""
+    sqs_client(settings).change_message_visibility(QueueUrl=queue_url, ReceiptHandle=receipt_handle, VisibilityTimeout=0)
 
 
 def delete_message(queue_url: str, receipt_handle: str, settings: Settings | None = None) -> None:

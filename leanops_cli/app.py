@@ -6,7 +6,7 @@ import os
 
 import typer
 
-from leanops_cli import model_commands, run_commands, spec_commands
+from leanops_cli import model_commands, ops_commands, run_commands, spec_commands
 
 app = typer.Typer(
     name="leanops",
@@ -31,9 +31,11 @@ def _connect() -> None:
 
 
 app.add_typer(spec_commands.app, name="spec")
+app.add_typer(ops_commands.dlq, name="dlq")
 for command in (
     run_commands.retrain, run_commands.promote, run_commands.rollback, run_commands.land,
     model_commands.status, model_commands.history, model_commands.retire, model_commands.reinstate,
+    ops_commands.recheck, ops_commands.mark_crashed,
 ):
     app.command()(command)
 

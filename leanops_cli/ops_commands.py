@@ -1,0 +1,131 @@
+"""Recovery commands of docs/runbook.md: ``leanops recheck``, ``leanops dlq list | redrive | drop`` and
+``leanops mark-crashed``."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+
+from leanops_cli.output import JSON_OPTION, answer, attempt, console, fail, table
+from leanops_cli.run_commands import LOCAL_OPTION, _run_local, _start, flow_run_url
+
+DRIFT_DEPLOYMENT = "drift-monitor/on-new-batch"
+
+
+def recheck(
+    batch: str = typer.Argument(..., help="The batch: s3://bucket/incoming/MODEL/file.parquet (or a path with --model)."),
+    model: Optional[str] = typer.Option(None, "--model", help="The model (default: the one its incoming/MODEL/ key names)."),
+    local: bool = LOCAL_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Check one landed batch again against the champion, as its notification would have: after an outage
+    failed its check, a fix of its spec or contract, or to see a verdict again. Its processed mark and
+    drift history get the new outcome. Starts the drift-monitor/on-new-batch deployment on a worker.
+
+    Example:
+
+        leanops recheck s3://leanops/incoming/churn/2024-06.parquet --local
+    """
+    parameters = {"batch_uri": batch, "spec": model}
+    if not local:
+        return _start(DRIFT_DEPLOYMENT, parameters, as_json)
+    from flows.drift_monitor import drift_monitor
+
+    _run_local(drift_monitor, parameters, lambda o: f"{o.batch_uri}: {o.status} (champion v{o.champion_version or '-'})", as_json)
+
+
+dlq = typer.Typer(
+    name="dlq", no_args_is_help=True, rich_markup_mode="markdown",
+    help="The S3 bridge's dead-letter queue: notifications it could not turn into events.\n\n"
+    "Example: leanops dlq list, then leanops dlq redrive --all",
+)
+
+
+@dlq.command("list")
+def dlq_list(as_json: bool = JSON_OPTION) -> None:
+    """Every message in the dead-letter queue, with why it is there and the objects it announces (left in place)."""
+    from leanops import deadletter
+
+    letters = attempt(deadletter.list_dead_letters, as_json)
+    answer(letters, as_json, lambda: console.print(table(
+        f"{len(letters)} message(s) in the dead-letter queue", ["message id", "objects", "why"],
+        [[d.message_id, "\n".join(d.objects) or "(not a readable notification)", d.reason] for d in letters],
+    )))
+
+
+@dlq.command("redrive")
+def dlq_redrive(
+    message_ids: Optional[List[str]] = typer.Argument(None, help="Message ids (from dlq list)."),
+    all_messages: bool = typer.Option(False, "--all", help="Every message in the queue."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Send messages back to the bridge's queue (after fixing what put them here): each becomes a
+    leanops.batch.landed event again, and its batch is checked.
+
+    Example:
+
+        leanops dlq redrive --all
+    """
+    from leanops import deadletter
+
+    if not message_ids and not all_messages:
+        fail("name the message ids to redrive (leanops dlq list), or pass --all", as_json)
+    moved = attempt(lambda: deadletter.redrive(None if all_messages else set(message_ids)), as_json)
+    _done("sent back to the bridge's queue", moved, message_ids, as_json)
+
+
+@dlq.command("drop")
+def dlq_drop(
+    message_ids: List[str] = typer.Argument(..., help="Message ids (from dlq list)."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Delete messages from the dead-letter queue for good (nothing will check what they announce)."""
+    from leanops import deadletter
+
+    dropped = attempt(lambda: deadletter.drop(set(message_ids)), as_json)
+    _done("deleted", dropped, message_ids, as_json)
+
+
+def _done(what: str, letters, asked: list[str] | None, as_json: bool) -> None:
+    missing = sorted(set(asked or ()) - {d.message_id for d in letters})
+    payload = {"ok": not missing, "messages": letters, "not_found": missing}
+    answer(payload, as_json, lambda: console.print(
+        f"{len(letters)} message(s) {what}" + "".join(f"\n  {d.message_id}: {', '.join(d.objects) or '-'}" for d in letters)
+        + (f"\nnot in the queue: {', '.join(missing)}" if missing else ""),
+        highlight=False, soft_wrap=True,
+    ))
+    if missing:
+        raise typer.Exit(1)
+
+
+def mark_crashed(
+    flow_run_id: str = typer.Argument(..., help="The flow run's id (from the Prefect UI or `prefect flow-run ls`)."),
+    reason: str = typer.Option("its process died", "--reason", help="Why (shown as the state's message)."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Mark a run Crashed whose process is gone but which the server still shows Running (or Pending,
+    Cancelling): its deployment's concurrency slot is freed and the reconciliation sees its batch as not
+    in flight. Refuses a run that already finished.
+
+    Example:
+
+        leanops mark-crashed 0e5f4c1a-... --reason "worker host rebooted"
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+    from prefect.states import Crashed
+
+    with get_client(sync_client=True) as client:
+        try:
+            run = client.read_flow_run(flow_run_id)
+        except ObjectNotFound:
+            fail(f"no flow run {flow_run_id}", as_json)
+        if run.state is None or run.state.is_final():
+            fail(f"flow run {run.name} is {run.state_name or 'without a state'}: it finished, nothing to mark", as_json)
+        before = run.state_name
+        client.set_flow_run_state(run.id, Crashed(message=f"marked Crashed by hand: {reason}"), force=True)
+    payload = {"ok": True, "flow_run_id": str(run.id), "flow_run_name": run.name, "was": before, "url": flow_run_url(run.id)}
+    answer(payload, as_json, lambda: console.print(
+        f"flow run {run.name} ({run.id}): {before} -> Crashed\n  {payload['url']}", highlight=False, soft_wrap=True,
+    ))
