@@ -10,7 +10,7 @@ from tasks.alert import alert_on_failure, send_alert
 from tasks.evaluate import find_champion
 from tasks.ingest import load_batch
 from tasks.manifest import mark_processed, mark_rejected_batch
-from tasks.monitor import compute_drift, note_no_champion, record_drift_check, resolve_target
+from tasks.monitor import compute_drift, join_logged_predictions, note_no_champion, record_drift_check, resolve_target
 from tasks.publish import publish_event
 from tasks.retirement import is_model_retired, note_retired
 from tasks.spec import load_model_spec
@@ -34,7 +34,7 @@ def drift_monitor(spec: str = "", batch_uri: str = "", bucket: str = "", key: st
         outcome = note_no_champion(model_spec, target.batch_uri)
         mark_processed(outcome)
         return outcome
-    batch = load_batch(target.batch_uri, model_spec)
+    batch = join_logged_predictions(load_batch(target.batch_uri, model_spec), model_spec)
     validate_batch(batch, model_spec)
     result = compute_drift(batch, champion, model_spec)
     persistence = record_drift_check(result, batch, champion, model_spec)

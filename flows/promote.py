@@ -13,6 +13,7 @@ from leanops import promotion, promotion_messages
 from leanops.errors import AliasConflict
 from leanops.results import AliasChange, Approval, PromotionDecision
 from leanops.spec import Spec
+from flows.live_gate import wait_for_live_evidence
 from tasks.alert import alert_on_failure, send_alert
 from tasks.evaluate import find_champion
 from tasks.ingest import load_batch
@@ -57,6 +58,8 @@ def promote(
         if champion is not None and champion.version == challenger.version:
             return already_champion(challenger)
         decision = decide_promotion(model_spec, *evaluate_candidates(model_spec, challenger, champion, batch), smoke)
+        if decision.verdict == "promote" and model_spec.serving.live_gate:
+            decision = wait_for_live_evidence(decision, model_spec)
         if decision.verdict == "promote":
             answer, earlier = approval_of(model_spec, decision, mode, ask_again)
             decision = decision.with_approval(answer or wait_for_approval(decision, model_spec, why_asked, earlier))

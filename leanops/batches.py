@@ -4,8 +4,9 @@ A batch URI that ends with ``/`` is a prefix (S3) or folder (local). The spec's 
 what a retrain learns from there, in two steps:
 
 1. which objects count: data files with one of the window's suffixes, directly under the prefix
-   unless ``recursive``, not empty, not a marker (``_SUCCESS``, ``.keep`` ...), and not a batch the
-   processed-batch manifest records as rejected;
+   unless ``recursive``, not empty, not a marker (``_SUCCESS``, ``.keep`` ...), not part of the
+   prediction log (a ``_predictions`` folder), and not a batch the processed-batch manifest records
+   as rejected;
 2. which rows: the last ``days`` days by the spec's time column, counted back from the newest row
    read (so a replay of old data in fast time behaves like real time), widened to at least
    ``min_rows`` rows. An object count never decides it: a burst of small objects adds its rows, it
@@ -20,7 +21,7 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pandas as pd
 
-from leanops import manifest, storage
+from leanops import manifest, prediction_log, storage
 from leanops.errors import BatchReadError, GateFailed
 from leanops.results import Batch, combine_fingerprints
 from leanops.settings import Settings, get_settings
@@ -55,6 +56,10 @@ def counted_objects(prefix_uri: str, objects: list[storage.ObjectInfo], window: 
         relative = info.uri[len(root):] if info.uri.startswith(root) else info.uri.rsplit("/", 1)[-1]
         name = relative.rsplit("/", 1)[-1]
         if "/" in relative and not window.recursive:
+            continue
+        # The prediction log's streams and labels are what the endpoint saw, not training data (they are
+        # sampled and skewed), even when the log sits under the window's prefix and the window is recursive.
+        if prediction_log.is_log_path("/" + relative):
             continue
         # Hadoop/Spark write _SUCCESS and _committed markers, editors and syncs leave dot files.
         if name.startswith(("_", ".")) or info.size == 0:

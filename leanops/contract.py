@@ -166,8 +166,10 @@ def target_problems(frame: pd.DataFrame, spec: Spec) -> list[str]:
     return label_problems(frame, spec) or class_problems(frame, spec)
 
 
-def check_batch(frame: pd.DataFrame, spec: Spec) -> tuple[list[str], list[str]]:
-    """Return (violations, warnings) of a batch against the spec's contract."""
+def check_batch(frame: pd.DataFrame, spec: Spec, logged: bool = False) -> tuple[list[str], list[str]]:
+    """Return (violations, warnings) of a batch against the spec's contract. ``logged``: rows the endpoint
+    was asked (the prediction log) must carry the model's inputs, and the target source only once labels
+    are joined to them; every rule holds for the columns they carry."""
     violations: list[str] = []
     warnings: list[str] = []
     contract = spec.contract
@@ -175,7 +177,8 @@ def check_batch(frame: pd.DataFrame, spec: Spec) -> tuple[list[str], list[str]]:
     if n_rows < contract.min_rows:
         violations.append(f"batch has {n_rows} rows; the contract requires at least {contract.min_rows}")
 
-    missing = [c for c in required_columns(spec) if c not in frame.columns]
+    required = list(dict.fromkeys(spec.raw_feature_columns)) if logged else required_columns(spec)
+    missing = [c for c in required if c not in frame.columns]
     for column in missing:
         role = "the target source" if column == spec.target.source else "a required column"
         violations.append(f"missing column {column!r} ({role})")
@@ -226,9 +229,9 @@ def check_batch(frame: pd.DataFrame, spec: Spec) -> tuple[list[str], list[str]]:
     return violations, warnings
 
 
-def validate_batch(frame: pd.DataFrame, spec: Spec, uri: str, fingerprint: str) -> ValidationReport:
+def validate_batch(frame: pd.DataFrame, spec: Spec, uri: str, fingerprint: str, logged: bool = False) -> ValidationReport:
     """Raise one ``ContractViolation`` listing every problem, or return the report with warnings."""
-    violations, warnings = check_batch(frame, spec)
+    violations, warnings = check_batch(frame, spec, logged)
     if violations:
         raise ContractViolation(uri, violations)
     return ValidationReport(uri=uri, fingerprint=fingerprint, n_rows=len(frame), warnings=tuple(warnings))

@@ -64,6 +64,18 @@ class Settings(BaseSettings):
     # Where drift histories live (s3:// URI or local folder); default: the bucket's monitoring/ prefix.
     monitoring_root: str | None = None
 
+    # Serving (leanops.live, leanops.prediction_log). Live per-version summaries of the endpoints, which
+    # promote's live gate reads; default: the bucket's serving/live/ prefix.
+    serving_live_root: str | None = None
+    serving_live_publish_seconds: float = 10.0
+    # The prediction log holds customer data (the request rows): kept this many days, then
+    # `leanops predictions prune` deletes it. Inspection stream default: the bucket's predictions/ prefix;
+    # the drift sample lands under <incoming prefix><model>/_predictions/sample/ (drift-monitor reads it).
+    prediction_log_root: str | None = None
+    prediction_log_retention_days: float = Field(default=30.0, gt=0)
+    prediction_log_flush_seconds: float = 60.0
+    prediction_log_max_rows: int = 5000
+
     # Prefect result storage for cached task results (a local folder or a remote block).
     result_storage: str | None = None
 
@@ -117,6 +129,14 @@ class Settings(BaseSettings):
     @property
     def resolved_monitoring_root(self) -> str:
         return self.monitoring_root or f"s3://{self.s3_bucket}/monitoring"
+
+    @property
+    def resolved_serving_live_root(self) -> str:
+        return self.serving_live_root or f"s3://{self.s3_bucket}/serving/live"
+
+    @property
+    def resolved_prediction_log_root(self) -> str:
+        return self.prediction_log_root or f"s3://{self.s3_bucket}/predictions"
 
     @property
     def resolved_result_storage(self) -> str:

@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from leanops.errors import SpecError
+from leanops.serving_spec import ServingSpec
 
 TaskType = Literal["binary", "multiclass", "regression"]
 FeatureKind = Literal["numeric", "categorical"]
@@ -321,6 +322,7 @@ class Spec(_Frozen):
     promotion: PromotionSpec = PromotionSpec()
     retrain_window: RetrainWindowSpec = RetrainWindowSpec()
     schedule: ScheduleSpec = ScheduleSpec()
+    serving: ServingSpec = ServingSpec()
 
     @model_validator(mode="after")
     def _check_consistency(self) -> "Spec":
@@ -337,6 +339,8 @@ class Spec(_Frozen):
             raise ValueError("derived features need a time column (spec.time)")
         if self.target.name in names:
             raise ValueError("the target cannot also be a feature")
+        if self.serving.low_confidence_below is not None and not self.is_classifier:
+            raise ValueError("serving.low_confidence_below only fits a classifier (a class probability); task is 'regression'")
         return self
 
     # --- derived facts -------------------------------------------------------------------------
@@ -370,9 +374,9 @@ class Spec(_Frozen):
 
     @property
     def spec_hash(self) -> str:
-        # What a model is trained and judged with. The prose and the cron are not: editing them must not
+        # What a model is trained and judged with. The prose, the cron and how it is served are not: editing them must not
         # invalidate cached features and fits or make the same data a "new" training.
-        identity = self.model_dump(mode="json", exclude={"description", "schedule"})
+        identity = self.model_dump(mode="json", exclude={"description", "schedule", "serving"})
         canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 

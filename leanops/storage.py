@@ -245,6 +245,31 @@ def list_objects(prefix_uri: str, suffix: str = "", settings: Settings | None = 
     return [stat(str(p), settings) for p in files]
 
 
+def delete_objects(uris: list[str], settings: Settings | None = None) -> None:
+    """Delete objects (S3: in requests of up to 1,000 keys per bucket); an object already gone is no error."""
+    local = [u for u in uris if not is_s3(u)]
+    for uri in local:
+        local_path(uri).unlink(missing_ok=True)
+    by_bucket: dict[str, list[str]] = {}
+    for uri in uris:
+        if is_s3(uri):
+            bucket, key = split_s3_uri(uri)
+            by_bucket.setdefault(bucket, []).append(key)
+    for bucket, keys in by_bucket.items():
+        for start in range(0, len(keys), 1000):
+            chunk = keys[start:start + 1000]
+            try:
+                answer = s3_client(settings).delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in chunk], "Quiet": True})
+            except Exception as exc:  # noqa: BLE001 - translated to our error types
+                raise _translate_boto_error(f"s3://{bucket}/{chunk[0]}", exc) from exc
+            if answer.get("Errors"):
+                first = answer["Errors"][0]
+                raise TransientIOError(
+                    f"s3://{bucket}: {len(answer['Errors'])} of {len(chunk)} deletions failed, e.g. {first.get('Key')}: "
+                    f"{first.get('Code')} {first.get('Message')}"
+                )
+
+
 def ensure_bucket(bucket: str, settings: Settings | None = None) -> None:
     """Create the bucket unless it exists. Only "absent" leads to a create and only "already yours"
     counts as done: an unreachable endpoint or a refusal is an error naming the bucket."""

@@ -6,7 +6,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from leanops import drift, monitoring, registry
+from leanops import drift, monitoring, prediction_labels, registry
 from leanops.registry import ModelVersionInfo
 from leanops.results import Batch, DriftPersistence, DriftResult, MonitorOutcome
 from leanops.settings import get_settings
@@ -69,6 +69,16 @@ def record_drift_check(result: DriftResult, batch: Batch, champion: ModelVersion
         persistence = drift.drift_persists(history, model=spec.name, k=spec.drift.persistence_k, n=spec.drift.persistence_n)
     get_run_logger().info("drift in %d of the last %d conclusive checks", persistence.drift_checks, persistence.checks_considered)
     return persistence
+
+
+@task(cache_policy=NO_CACHE, **RETRY_IO)
+def join_logged_predictions(batch: Batch, spec: Spec) -> Batch:
+    """A labels batch of the prediction log becomes the logged sample rows it labels (joined by prediction id);
+    any other batch stays as it is."""
+    joined = prediction_labels.join_labels(batch, spec)
+    if joined is not batch:
+        get_run_logger().info("labels %s: %d of %d prediction ids joined to the logged sample", batch.uri, len(joined.frame), len(batch.frame))
+    return joined
 
 
 @task(cache_policy=NO_CACHE, retries=0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from leanops import contract
+from leanops import contract, prediction_log
 from leanops.errors import ContractViolation
 from leanops.results import Batch, ValidationReport
 from leanops.spec import Spec
@@ -16,7 +16,7 @@ from tasks._policies import BY_FINGERPRINT
 def validate_batch(batch: Batch, spec: Spec) -> ValidationReport:
     logger = get_run_logger()
     try:
-        report = contract.validate_batch(batch.frame, spec, batch.uri, batch.fingerprint)
+        report = contract.validate_batch(batch.frame, spec, batch.uri, batch.fingerprint, logged=prediction_log.is_log_path(batch.uri))
     except ContractViolation as violation:
         create_markdown_artifact(
             key="contract-violations",
