@@ -6,7 +6,7 @@ import os
 
 import typer
 
-from leanops_cli import model_commands, ops_commands, run_commands, spec_commands
+from leanops_cli import model_commands, ops_commands, prediction_commands, run_commands, spec_commands
 
 app = typer.Typer(
     name="leanops",
@@ -32,6 +32,7 @@ def _connect() -> None:
 
 app.add_typer(spec_commands.app, name="spec")
 app.add_typer(ops_commands.dlq, name="dlq")
+app.add_typer(prediction_commands.app, name="predictions")
 for command in (
     run_commands.retrain, run_commands.promote, run_commands.rollback, run_commands.land,
     model_commands.status, model_commands.history, model_commands.retire, model_commands.reinstate,

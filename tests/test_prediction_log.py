@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from support import s3_notification, spec_copy
+from support import environment, s3_notification, spec_copy
 
 from leanops import batches, bridge, contract, features, modeling, monitoring, prediction_labels, prediction_log, storage
 from leanops.errors import BatchReadError, ContractViolation
@@ -188,3 +188,25 @@ def test_prune_deletes_what_is_older_than_the_retention(s3_endpoint, log_spec, f
     assert sorted(done.deleted) == sorted(written)
     remaining = [o.uri for o in storage.list_objects(f"s3://{own.s3_bucket}/", settings=own)]
     assert remaining == [landed]  # landed batches are not the log's to delete
+
+
+def test_leanops_predictions_prune(s3_endpoint, log_spec, flights_small):
+    import json
+
+    from typer.testing import CliRunner
+
+    from leanops_cli.app import app
+
+    own = Settings(s3_bucket=f"plog-{uuid.uuid4().hex[:8]}")
+    storage.ensure_bucket(own.s3_bucket, own)
+    log = prediction_log.PredictionLog(log_spec, own)
+    log.offer(answered(flights_small.head(30), log_spec, [0.5] * 30))
+    written = log.flush(final=True)
+    with environment(LEANOPS_S3_BUCKET=own.s3_bucket):
+        kept = CliRunner().invoke(app, ["predictions", "prune", "--json"])
+        dry = CliRunner().invoke(app, ["predictions", "prune", "--older-than-days", "0", "--dry-run", "--json"])
+        done = CliRunner().invoke(app, ["predictions", "prune", "--older-than-days", "0"])
+    assert kept.exit_code == 0 and json.loads(kept.stdout)["deleted"] == []
+    assert sorted(json.loads(dry.stdout)["deleted"]) == sorted(written)
+    assert done.exit_code == 0 and f"deleted {len(written)} object(s)" in done.stdout
+    assert storage.list_objects(f"s3://{own.s3_bucket}/", settings=own) == []
