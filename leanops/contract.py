@@ -235,3 +235,52 @@ def validate_batch(frame: pd.DataFrame, spec: Spec, uri: str, fingerprint: str, 
     if violations:
         raise ContractViolation(uri, violations)
     return ValidationReport(uri=uri, fingerprint=fingerprint, n_rows=len(frame), warnings=tuple(warnings))
+
+
+# --- one value at a time: the online endpoint checks each request row against the same rules ---------
+
+
+def value_problem(name: str, value: object, rule: ColumnRule) -> tuple[str, str] | None:
+    """(the rule broken, a message naming the column and the value) for one JSON value, or None.
+
+    The batch checks above judge a column over many rows (null shares, duplicates); a single row can
+    only break a rule of its own value: its type, its range, a category the contract rejects, or a
+    missing value where the contract allows none."""
+    if value is None or (isinstance(value, float) and value != value):
+        if rule.max_null_share > 0:
+            return None
+        return "not_null", f"column {name!r} must not be null (its contract allows no missing values)"
+    kind = rule.dtype
+    if kind == "integer":
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(value, float) and not value.is_integer()):
+            return "dtype", f"column {name!r} must be an integer, found {value!r}"
+    elif kind in {"float", "number"}:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return "dtype", f"column {name!r} must be a number, found {value!r}"
+    elif kind == "boolean":
+        if not isinstance(value, bool):
+            return "dtype", f"column {name!r} must be a boolean, found {value!r}"
+    elif kind == "string":
+        if not isinstance(value, str):
+            return "dtype", f"column {name!r} must be a string, found {value!r}"
+    elif kind == "datetime":
+        if not isinstance(value, str) or not _is_iso_datetime(value):
+            return "dtype", f"column {name!r} must be an ISO 8601 date-time, found {value!r}"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if (rule.min is not None and value < rule.min) or (rule.max is not None and value > rule.max):
+            low, high = ("-inf" if rule.min is None else f"{rule.min:g}"), ("inf" if rule.max is None else f"{rule.max:g}")
+            return "range", f"column {name!r} is {value!r}, outside [{low}, {high}]"
+    if rule.allowed is not None and rule.unknown == "reject" and str(value) not in rule.allowed:
+        known = ", ".join(rule.allowed[:_EXAMPLES * 4])
+        return "allowed", f"column {name!r} is {value!r}, not a known category ({known})"
+    return None
+
+
+def _is_iso_datetime(text: str) -> bool:
+    from datetime import datetime
+
+    try:
+        datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return False
+    return True

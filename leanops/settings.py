@@ -100,6 +100,19 @@ class Settings(BaseSettings):
         "mlflow.sklearn", "evidently", "optuna", "slack_sdk", "skops.io",
     ])
 
+    # The online endpoint (serving/, `leanops serve`): every model of specs_dir, on host:serving_port.
+    serving_port: int = 5070
+    # Worker processes (uvicorn --workers); each holds its own copy of the champions in memory.
+    serving_workers: int = 1
+    # Fallback to the promoted / rolled_back events: each alias is read from MLflow at most this often.
+    serving_alias_check_seconds: float = 30.0
+    # Follow leanops.model.promoted / rolled_back events from Prefect (off: the alias check alone).
+    serving_follow_events: bool = True
+    # A request carrying more rows is refused (422) rather than holding a worker for long.
+    serving_max_rows_per_request: int = 10_000
+    # Requests that arrive while a prediction runs are scored together, up to this many rows at once.
+    serving_max_batch_rows: int = 512
+
     def state_dir(self, *parts: str) -> Path:
         return self.home.joinpath(*parts)
 
