@@ -44,6 +44,7 @@ bench: stack-up
 	$(BIN)/python bench/bench_events.py
 	$(BIN)/python bench/bench_bridge.py
 	$(BIN)/python bench/drift_lever.py
+	$(BIN)/python bench/bench_serving.py
 
 clean: stack-down
 	rm -rf .leanops

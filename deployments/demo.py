@@ -297,12 +297,38 @@ def resume(run_id, answer: dict) -> None:
             time.sleep(0.3)
 
 
+def call_endpoint(settings, month: int = 7, timeout: float = 180.0) -> None:
+    """The online endpoint (started with the stack) serves the champion it learnt of from the promotion
+    event: print its URL and one real prediction for a flight of ``month``."""
+    from deployments import demo_batches
+    from infra.stack import endpoint_url
+    from leanops.serving.requests import request_rows
+
+    url = f"{endpoint_url(settings)}/models/{MODEL}/predict"
+    row = request_rows(demo_batches.month(month).head(1), model_spec(settings))[0]
+    print(f"Online endpoint: {url}")
+    deadline = time.monotonic() + timeout
+    while True:  # 503 until the endpoint has loaded the champion the promotion event told it about
+        answer = httpx.post(url, json=row, timeout=30)
+        if answer.status_code != 503 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    if answer.status_code != 200:
+        print(f"  the endpoint answered {answer.status_code}: {answer.text[:500]}")
+        return
+    body = answer.json()
+    flight = f"{row['carrier']} {row['origin']}->{row['dest']} at {row['time_hour']}"
+    prediction = body["predictions"][0]
+    print(f"  {flight}: P(late > 15 min) = {prediction['score']:.3f} from v{body['version']} (prediction id {prediction['id']})")
+
+
 def story(settings, months: list[int]) -> list[dict]:
     from deployments import demo_batches
     from leanops import registry
 
     tale = Story(settings)
     tale.first_champion()
+    call_endpoint(settings)
     for month in months:
         tale.landing(f"2013-{month:02d}", demo_batches.month(month), f"2013-{month:02d}")
     tale.landing("2013-12-reexport", demo_batches.lost_weather_join(12), "2013-12 re-export", may_drift=False)
@@ -341,6 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + demo_report.decisions_seen(rows))
     print(f"\n{time.monotonic() - started:.0f} s in all")
     print(f"Prefect UI: http://{settings.host}:{settings.prefect_port}   MLflow UI: {settings.resolved_mlflow_tracking_uri}")
+    print(f"Online endpoint: {stack.endpoint_url(settings)}/models/{MODEL}/predict   metrics: {stack.endpoint_url(settings)}/metrics")
     print("The stack keeps running for the UIs; stop it with `make stack-down`.")
     return 0
 

@@ -69,6 +69,8 @@ def prefect_server(home: Path, host: str, port: int, database_url: str | None = 
         else [str(BIN / "prefect"), "server", "start", "--host", host, "--port", str(port)],
         health_url=f"{api_url}/health",
         env=env,
+        # ~9 s on a fresh SQLite database when idle; over 90 s seen here with a load average of 15.
+        startup_timeout=240.0,
     )
 
 

@@ -32,6 +32,7 @@ _EXPORTED = (
     "s3_endpoint_url", "s3_use_local_endpoint", "s3_bucket", "s3_incoming_prefix", "s3_incoming_suffix",
     "s3_bucket_allow_list", "sqs_queue_name", "sqs_dead_letter_queue_name", "sqs_visibility_timeout_seconds",
     "sqs_wait_seconds", "sqs_max_receive_count", "bridge_max_backoff_seconds", "aws_region", "work_pool_name",
+    "serving_port", "serving_workers", "serving_alias_check_seconds",
 )
 
 
@@ -87,8 +88,28 @@ def worker(settings: Settings) -> Service:
     )
 
 
+def endpoint(settings: Settings) -> Service:
+    """The online endpoint (``python -m serving``): every model of the project's specs folder."""
+    env = {**services.prefect_env(settings.home, settings.resolved_prefect_api_url), **child_env(settings)}
+    return Service(
+        name="serving",
+        argv=[str(services.BIN / "python"), "-m", "serving"],
+        health_url=f"http://{settings.host}:{settings.serving_port}/health",
+        env=env,
+        startup_timeout=120.0,
+        cwd=Path.cwd(),
+    )
+
+
+def endpoint_url(settings: Settings) -> str:
+    return f"http://{settings.host}:{settings.serving_port}"
+
+
 def all_services(settings: Settings) -> list[Service]:
-    return [moto(settings), mlflow(settings), prefect(settings), bridge(settings), fork_server(settings), worker(settings)]
+    return [
+        moto(settings), mlflow(settings), prefect(settings), bridge(settings), fork_server(settings), worker(settings),
+        endpoint(settings),
+    ]
 
 
 # --- setup steps -----------------------------------------------------------------------------------
@@ -157,6 +178,7 @@ def up(settings: Settings) -> None:
     step(f"work pool {settings.work_pool_name}", lambda: ensure_work_pool(settings))
     step("S3 event bridge", lambda: services.start(bridge(settings), home))
     step("Prefect worker", lambda: services.start(worker(settings), home))
+    step("online endpoint", lambda: services.start(endpoint(settings), home))
     print(f"up in {time.monotonic() - started:.1f} s\n")
     status(settings)
 
@@ -183,6 +205,8 @@ def describe(service: Service, settings: Settings) -> str:
         return f"sqs {settings.sqs_queue_name} -> {settings.resolved_prefect_api_url}/events{polled}"
     if service.name == "fork-server":
         return f"socket {settings.resolved_fork_server_socket}"
+    if service.name == "serving":
+        return f"{endpoint_url(settings)}/models/<name>/predict  ready {endpoint_url(settings)}/ready"
     if service.name == "prefect-worker":
         return f"pool {settings.work_pool_name}  health {service.health_url}"
     return service.health_url

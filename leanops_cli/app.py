@@ -41,6 +41,20 @@ for command in (
     app.command()(command)
 
 
+@app.command()
+def serve(
+    port: int = typer.Option(None, help="Port (default: LEANOPS_SERVING_PORT, 5070)."),
+    workers: int = typer.Option(None, help="uvicorn worker processes (default: LEANOPS_SERVING_WORKERS, 1)."),
+    host: str = typer.Option(None, help="Interface (default: LEANOPS_HOST)."),
+) -> None:
+    """Serve the champion of every model in the specs folder over HTTP, following promotions and rollbacks.
+
+    POST /models/{name}/predict (one JSON row or an array of rows), GET /health, /ready, /metrics."""
+    from serving.server import run
+
+    run(host=host, port=port, workers=workers)
+
+
 def main() -> None:
     try:
         app()

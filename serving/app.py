@@ -95,5 +95,6 @@ def create_app(
 def app_factory() -> FastAPI:
     """What ``uvicorn --factory serving.app:app_factory`` (and ``leanops serve``) runs in each worker."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per Prefect / MLflow call otherwise
     return create_app()
 

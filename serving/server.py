@@ -12,6 +12,7 @@ def run(settings: Settings | None = None, host: str | None = None, port: int | N
     import uvicorn
 
     settings = settings or get_settings()
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a log line per download otherwise
     workers = workers or settings.serving_workers
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Each worker writes its metrics here and /metrics adds them up (set before any worker imports

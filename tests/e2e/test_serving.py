@@ -143,7 +143,9 @@ def test_predictions_equal_mlflow_pyfunc_on_the_same_rows(endpoint, models):
     body = answer.json()
     assert body["version"] == models["v1"] and body["alias"] == "champion"
     served = np.asarray([p["output"] for p in body["predictions"]])
-    expected = np.asarray(mlflow.pyfunc.load_model(f"models:/{models['name']}/{models['v1']}").predict(pd.DataFrame(rows)))
+    # As a pyfunc user passes them: numbers as the signature's doubles (MLflow refuses int64 -> float64).
+    frame = pd.DataFrame(rows).astype({column: "float64" for column in models["spec"].numeric_features})
+    expected = np.asarray(mlflow.pyfunc.load_model(f"models:/{models['name']}/{models['v1']}").predict(frame))
     np.testing.assert_allclose(served, expected, rtol=1e-6, atol=1e-7)
     assert [p["score"] for p in body["predictions"]] == pytest.approx(expected[:, 1].tolist(), rel=1e-6)
     ids = [p["id"] for p in body["predictions"]]
