@@ -23,4 +23,5 @@ def run(settings: Settings | None = None, host: str | None = None, port: int | N
     uvicorn.run(
         "serving.app:app_factory", factory=True, host=host or settings.host, port=port or settings.serving_port,
         workers=workers, log_level="warning", access_log=False, loop="uvloop", http="httptools",
+        timeout_graceful_shutdown=5,
     )

@@ -252,3 +252,25 @@ def test_a_promotion_switches_the_served_version_with_no_failed_request(endpoint
     assert value(samples, "leanops_serving_model_version", model=name, alias="champion", version=v2) == 1
     assert value(samples, "leanops_serving_model_version", model=name, alias="champion", version=v1) == 0
     assert endpoint.get("/ready").json()["serving"] == {f"{name}@champion": v2}
+
+
+def test_without_events_the_alias_check_follows_a_move(models, settings):
+    """The fallback alone (no event stream): the alias is read every half second and the move is loaded."""
+    from leanops.serving.metrics import ServingMetrics
+    from leanops.serving.service import PredictionService
+
+    name = models["name"]
+    current = registry.alias_version(name, registry.CHAMPION)
+    other = models["v2"] if current == models["v1"] else models["v1"]
+    metrics = ServingMetrics()
+    service = PredictionService({name: models["spec"]}, settings.model_copy(update={"serving_alias_check_seconds": 0.5}), metrics=metrics)
+    service.start()
+    try:
+        wait_for(lambda: service.follower.ready()[0], "the champion loaded in-process", deadline=180)
+        assert service.cache.get(name).version == current
+        registry.set_alias(name, registry.CHAMPION, other)
+        wait_for(lambda: service.cache.get(name).version == other, f"v{other} loaded by the alias check", deadline=180)
+    finally:
+        service.stop()
+    loaded = metrics.reloads.labels(name, "champion", "poll", "loaded")._value.get()
+    assert loaded == 1
