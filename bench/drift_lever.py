@@ -6,7 +6,7 @@ The demo's months on the flights of 2013: each month from July to December is ch
 drift-monitor flow checks it (``leanops.monitoring.assess_batch``: feature drift, the champion's
 prediction drift and, with labels, its performance), against a champion trained as the retrain flow
 trains (``leanops.features.build_feature_set`` + ``leanops.modeling.fit_models`` on a six-month
-window, reference = ``leanops.registry.reference_sample``). Two champion histories:
+window, reference = ``leanops.registration.reference_sample``). Two champion histories:
 
 - ``fresh``: the champion was trained on the six months just before the month (the demo today, where
   every month retrained);
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from leanops import datasets, monitoring, registry
+from leanops import datasets, monitoring, registration
 from leanops.features import build_feature_set
 from leanops.modeling import evaluate, fit_models
 from leanops.results import Batch
@@ -66,7 +66,7 @@ def champion(last_month: int, spec_path: str = str(SPEC_PATH)):
     metrics = evaluate(trained, features, spec).model
     print(f"  trained on 2013-{months[0]:02d}..{months[-1]:02d} in {time.perf_counter() - started:.0f} s (roc_auc {metrics['roc_auc']:.3f})", flush=True)
     holdout = features.X_holdout.assign(**{spec.target.name: features.y_holdout.to_numpy()})
-    return trained.model, metrics, registry.reference_sample(features, spec), holdout, trained.feature_importance
+    return trained.model, metrics, registration.reference_sample(features, spec), holdout, trained.feature_importance
 
 
 def check(month: int, trained_through: int, spec: Spec):

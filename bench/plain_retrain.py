@@ -5,7 +5,7 @@ Same library calls, same MLflow logging and registration as flows/retrain.py.
 
 from __future__ import annotations
 
-from leanops import contract, events, features, lineage, modeling, registry, storage
+from leanops import contract, events, features, lineage, modeling, registration, registry, storage
 from leanops.results import Batch, RegistrationResult
 from leanops.spec import load_spec
 
@@ -24,7 +24,7 @@ def plain_retrain(spec_path: str, batch_uri: str) -> RegistrationResult:
         champion_version=champion.version if champion else None,
     )
     run_lineage = lineage.build_lineage(batch_uri, fingerprint, spec.spec_hash, None, batch.sources)
-    result = registry.register_training(
+    result = registration.register_training(
         spec, trained, evaluation, feature_set, run_lineage, lineage.training_key(run_lineage, trained.fingerprint)
     )
     events.model_registered(result.model_name, result.version, result.run_id, batch_uri, spec.metric.primary, evaluation.model[spec.metric.primary])

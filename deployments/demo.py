@@ -186,7 +186,7 @@ class Story:
     def landing(self, name: str, frame, label: str, may_drift: bool = True) -> None:
         """Land one batch and wait for everything it starts: the drift check, a retrain and a promotion
         when it drifts, a rollback when the champion degrades on its labels."""
-        from leanops import drift, monitoring, registry
+        from leanops import drift, drift_log, monitoring, registry
 
         if may_drift:
             wait_out_cooldown(self.settings)
@@ -211,7 +211,7 @@ class Story:
                 self.runs.wait_for("promote", "on-new-challenger", since, 600)
             elif retrain is not None:
                 found.append(f"retrain {retrain['state_name'].lower()}, no challenger registered")
-        metrics = registry.drift_check_metrics(MODEL, uri)
+        metrics = drift_log.drift_check_metrics(MODEL, uri)
         spec = model_spec(self.settings)
         primary = spec.metric.primary
         batch_value = metrics.get(f"batch_{primary}")
@@ -248,11 +248,11 @@ class Story:
         self.record(f"approval of v{version}", None, asked + self.since_changes(changes_before), form=url)
 
     def record(self, batch: str, uri: str | None, what: str, form: str = "") -> None:
-        from leanops import drift, monitoring, registry
+        from leanops import drift, drift_log, monitoring, registry
 
         holder = champion()
         row = drift.read_history(monitoring.history_uri(MODEL)).query("batch_uri == @uri").tail(1) if uri else ()
-        metrics = registry.drift_check_metrics(MODEL, uri) if uri else {}
+        metrics = drift_log.drift_check_metrics(MODEL, uri) if uri else {}
         self.rows.append({
             "batch": batch,
             "drift share": float(row["drift_share"].iloc[0]) if len(row) else None,

@@ -1,6 +1,6 @@
 """Moving a model's aliases, each move written with its audit entry: promotion, rollback, history.
 
-Composes the registry adapter's reads and writes (``leanops.registry``, the only MLflow user) with the
+Composes the MLflow adapters' reads and writes (``leanops.registry``, ``leanops.tracking``) with the
 decisions (``leanops.promotion``) and the trail's entries (``leanops.audit``). The moves read the
 champion, decide from that reading and write: callers hold the model's "aliases" lock (tasks/promote.py).
 
@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from leanops import audit, promotion, registry
+from leanops import audit, promotion, registry, tracking
 from leanops.errors import AliasConflict, ModelNotFound
 from leanops.results import AliasChange, PromotionDecision, RollbackCheck
 from leanops.settings import Settings
@@ -32,18 +32,33 @@ from leanops.settings import Settings
 def recorded(change: AliasChange, details: dict[str, str], settings: Settings | None = None) -> Iterator[None]:
     """Write ``change``'s audit entry around the alias moves done inside the block (order: module docstring)."""
     migrate_legacy_trail(change.model_name, settings)
-    run_id = registry.start_audit_run(
-        change.model_name, audit.entry_tags(change, details), audit.entry_run_name(change), settings=settings
-    )
+    run_id = _start_entry(change.model_name, audit.entry_tags(change, details), audit.entry_run_name(change), settings=settings)
     try:
         yield
     except BaseException as exc:
         try:
-            registry.end_audit_run(run_id, failure=f"{type(exc).__name__}: {exc}", settings=settings)
+            _end_entry(run_id, failure=f"{type(exc).__name__}: {exc}", settings=settings)
         except Exception:  # noqa: BLE001 - MLflow is what failed: the entry stays RUNNING, out of the history either way
             pass
         raise
-    registry.end_audit_run(run_id, settings=settings)
+    _end_entry(run_id, settings=settings)
+
+
+def _audit_experiment(name: str) -> str:
+    return f"leanops/{name}/audit"
+
+
+def _start_entry(name: str, tags: dict[str, str], run_name: str, start_time_ms: int | None = None,
+                 settings: Settings | None = None) -> str:
+    """A run (status RUNNING) in the model's audit experiment holding one entry; returns its id."""
+    return tracking.start_run(_audit_experiment(name), run_name, tags, start_time_ms, settings=settings).run_id
+
+
+def _end_entry(run_id: str, failure: str | None = None, settings: Settings | None = None) -> None:
+    """FINISHED (the entry holds), or FAILED with why (the move it announced did not happen)."""
+    if failure is not None:
+        tracking.set_run_tag(run_id, "leanops.audit.failure", failure[:8000], settings=settings)
+    tracking.end_run(run_id, failed=failure is not None, settings=settings)
 
 
 def _move_champion(name: str, new_version: str, old_version: str | None, settings: Settings | None = None) -> None:
@@ -139,8 +154,10 @@ def alias_history(name: str, settings: Settings | None = None) -> list[AliasChan
 def _recorded_changes(name: str, settings: Settings | None = None) -> list[AliasChange]:
     # Keyed by the entry's key: two readers migrating the same legacy tag at once write it twice, harmlessly.
     changes = {}
-    for tags in registry.finished_audit_runs(name, settings):
-        change = audit.change_from_entry(tags)
+    finished = tracking.find_runs(_audit_experiment(name), "attributes.status = 'FINISHED'",
+                                  ["attributes.start_time ASC"], settings=settings)
+    for run in finished:
+        change = audit.change_from_entry(run.tags)
         changes.setdefault(change.key, change)
     return [changes[key] for key in sorted(changes)]
 
@@ -157,9 +174,9 @@ def migrate_legacy_trail(name: str, settings: Settings | None = None) -> int:
     for tag_key in legacy:
         change = audit.change_from_tag(tags[tag_key])
         if change.key not in already:
-            run_id = registry.start_audit_run(name, audit.entry_tags(change), audit.entry_run_name(change),
-                                              start_time_ms=audit.epoch_ms(change.at), settings=settings)
-            registry.end_audit_run(run_id, settings=settings)
+            run_id = _start_entry(name, audit.entry_tags(change), audit.entry_run_name(change),
+                                  start_time_ms=audit.epoch_ms(change.at), settings=settings)
+            _end_entry(run_id, settings=settings)
         # Deleted only once its run is FINISHED: an interruption leaves the tag, and the next call moves it.
         registry.delete_model_tags(name, [tag_key], settings)
     return len(legacy)

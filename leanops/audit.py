@@ -3,7 +3,7 @@
 The entries (``AliasChange``) and their serialization: an entry is the tags of one MLflow run in the
 model's audit experiment (``leanops/<model>/audit``, see ``leanops.aliases`` for when it is written);
 version tags keep each version's current state (a decision's ledger, approver and reason, a human's
-answer, a rolled-back version). Pure: ``leanops.registry`` writes and reads; ``leanops.promotion``
+answer, a rolled-back version). Pure: ``leanops.aliases`` writes and reads it through the MLflow adapters; ``leanops.promotion``
 decides; ``leanops.promotion_messages`` tells people.
 
 Why runs and not registered-model tags (the legacy trail, one ``leanops.audit.<key>`` tag per entry):

@@ -2,9 +2,9 @@
 
 ``decide`` applies a spec's gates to a challenger (and the champion, when there is one) and returns a
 ``PromotionDecision`` with one ledger line per gate; the approval rules say whether a person must answer
-and which recorded answer may be reused. Loading models and moving aliases happen in
-``leanops.registry``; the audit trail's entries and tags are ``leanops.audit``; what people are told is
-``leanops.promotion_messages``.
+and which recorded answer may be reused. Loading models happens in ``leanops.registry``, moving
+aliases in ``leanops.aliases``; the audit trail's entries and tags are ``leanops.audit``; what people
+are told is ``leanops.promotion_messages``.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from leanops import drift, monitoring, prediction_labels, registry
+from leanops import drift, drift_log, monitoring, prediction_labels, registry
 from leanops.registry import ModelVersionInfo
 from leanops.results import Batch, DriftPersistence, DriftResult, MonitorOutcome
 from leanops.settings import get_settings
@@ -42,7 +42,7 @@ def compute_drift(batch: Batch, champion: ModelVersionInfo, spec: Spec) -> Drift
             assessment.reference_features, assessment.current_features, spec,
             reference_scores=assessment.reference_scores, current_scores=assessment.current_scores,
         )
-        run_id, report_url = registry.log_drift_check(
+        run_id, report_url = drift_log.log_drift_check(
             spec.name, champion.version, batch.uri, result, report.html, report.json_text()
         )
         result = result.with_report(report_url, f"runs:/{run_id}/drift/report.json")

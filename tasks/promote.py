@@ -11,7 +11,7 @@ from prefect import get_run_logger, runtime, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from leanops import aliases, audit, promotion, registry
+from leanops import aliases, audit, promotion, registry, smoke
 from leanops.registry import ModelVersionInfo
 from leanops.results import (
     AliasChange,
@@ -63,7 +63,7 @@ def evaluate_candidates(
 
 @task(cache_policy=NO_CACHE, **RETRY_IO)
 def smoke_test_version(spec: Spec, version: ModelVersionInfo) -> SmokeTestResult:
-    result = registry.smoke_test(version, spec)
+    result = smoke.smoke_test(version, spec)
     get_run_logger().info("smoke test of %s: %s (%s)", result.model_uri, "passed" if result.passed else "FAILED", result.detail)
     return result
 

@@ -6,7 +6,7 @@ from prefect import get_run_logger, runtime, task
 from prefect.artifacts import create_link_artifact
 from prefect.cache_policies import NO_CACHE
 
-from leanops import lineage, registry
+from leanops import lineage, registration, registry
 from leanops.results import Batch, EvalResult, FeatureSet, ParamsChoice, RegistrationResult, TrainResult
 from leanops.spec import Spec
 from tasks._locks import model_lock
@@ -31,7 +31,7 @@ def register_model(
     # Find-by-training-key then create is a read-then-write: two retrains of the same data at once
     # (retrain/weekly and retrain/on-drift have separate deployment limits) take turns under the model's lock.
     with model_lock(spec.registered_model_name, "registration"):
-        result = registry.register_training(spec, train, evaluation, features, run_lineage, key, alias=alias)
+        result = registration.register_training(spec, train, evaluation, features, run_lineage, key, alias=alias)
     logger = get_run_logger()
     if result.created:
         logger.info("registered %s v%s (alias %s): %s", result.model_name, result.version, alias, result.run_url)

@@ -19,7 +19,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from leanops import registry, tuning
+from leanops import study_log, tuning
 from leanops.results import FeatureSet, ParamsChoice, StudyPlan, TrialBatchResult, TuningResult
 from leanops.spec import Spec
 from tasks._policies import BY_FINGERPRINT, RETRY_IO
@@ -120,6 +120,6 @@ def choose_params(result: TuningResult, spec: Spec) -> ParamsChoice:
 )
 def log_tuning(result: TuningResult, spec: Spec, tags: dict[str, str] | None = None) -> TuningResult:
     """Record the study in MLflow (one run per study; a resumed study updates its run)."""
-    logged = registry.log_study(result, spec, tags=tags)
+    logged = study_log.log_study(result, spec, tags=tags)
     get_run_logger().info("study %s logged to MLflow: %s", logged.study_name, logged.report_uris.get("run"))
     return logged

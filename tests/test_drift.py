@@ -365,14 +365,14 @@ def test_prediction_drift_compares_with_scores_on_the_champions_holdout_not_its_
     """A champion scores the rows it was fitted on more confidently than any new rows. Measured on 4,669
     flights of January-June (holdout from May 24) and 3,000 unseen flights of that holdout period:
     against the holdout's scores prediction drift is 0.03; against the training rows' it would be 0.17."""
-    from leanops import features, modeling, monitoring, registry
+    from leanops import features, modeling, monitoring, registration
     from leanops.results import Batch
 
     training = datasets.flights_sample(range(1, 7), rows_per_month=800, seed=1)
     feature_set = features.build_feature_set(Batch("mem://h1", "fp", training), spec)
     trained = modeling.fit_models(feature_set, spec)
     metrics = modeling.evaluate(trained, feature_set, spec).model
-    reference = registry.reference_sample(feature_set, spec)
+    reference = registration.reference_sample(feature_set, spec)
     holdout = feature_set.X_holdout.assign(**{spec.target.name: feature_set.y_holdout.to_numpy()})
     june = datasets.flights([6])
     seen = pd.MultiIndex.from_frame(june[["time_hour", "carrier", "flight"]]).isin(

@@ -15,7 +15,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from leanops import datasets, drift, registry
+from leanops import datasets, drift, registration
 from leanops.features import build_feature_set, model_input_columns, spec_features
 from leanops.results import Batch
 
@@ -29,7 +29,7 @@ def feature_frame(raw: pd.DataFrame, spec) -> pd.DataFrame:
 def reference_raw(spec) -> pd.DataFrame:
     months = list(range(3, 9))
     features = build_feature_set(Batch("window", "march-august", datasets.flights(months)), spec)
-    return registry.reference_sample(features, spec)
+    return registration.reference_sample(features, spec)
 
 
 @pytest.fixture(scope="module")

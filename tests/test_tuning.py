@@ -181,7 +181,7 @@ def test_trial_batches_run_as_prefect_tasks_on_a_dask_cluster(spec, features, pr
 def test_a_study_is_logged_to_one_mlflow_run_that_a_resume_updates(spec, features, mlflow_server, tmp_path):
     from mlflow import MlflowClient
 
-    from leanops.registry import STUDY_TAG, TRIALS_ARTIFACT, TUNING_REPORT_ARTIFACT as REPORT_ARTIFACT, log_study
+    from leanops.study_log import STUDY_TAG, TRIALS_ARTIFACT, TUNING_REPORT_ARTIFACT as REPORT_ARTIFACT, log_study
 
     storage = f"journal:{tmp_path / 'logged.log'}"
     first = log_study(tuning.tune(*_split(features), spec, study_name="logged", storage=storage, n_trials=3, report=False), spec)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from leanops import datasets, events, registry, storage
+from leanops import datasets, events, registration, registry, storage, study_log
 from leanops.errors import ContractViolation, RegistrationFailed
 from leanops.spec import load_spec
 from support import spec_copy, task_run_states, wait_for_events
@@ -103,7 +103,7 @@ def test_a_failing_mlflow_call_leaves_no_version_and_no_moved_alias(trained):
     versions_before = registry.list_versions("retrain-e2e")
     # MLflow refuses the reserved alias "latest": the last registration step fails for real.
     with pytest.raises(RegistrationFailed, match="nothing was registered"):
-        registry.register_training(spec, fitted, evaluation, feature_set, run_lineage, "failing-key", alias="latest")
+        registration.register_training(spec, fitted, evaluation, feature_set, run_lineage, "failing-key", alias="latest")
     assert registry.list_versions("retrain-e2e") == versions_before
     assert registry.get_alias("retrain-e2e", registry.CHALLENGER).version == trained["result"].version
     assert registry.find_by_training_key("retrain-e2e", "failing-key") is None
@@ -122,7 +122,7 @@ def test_retrain_with_tuning_trains_on_the_study_best_params(stack, tmp_path):
     info = registry.get_alias("retrain-tuned", registry.CHALLENGER)
     study_runs = registry.client().search_runs(
         [registry.client().get_experiment_by_name("leanops/retrain-tuned").experiment_id],
-        filter_string=f"tags.`{registry.STUDY_TAG}` LIKE '%'",
+        filter_string=f"tags.`{study_log.STUDY_TAG}` LIKE '%'",
     )
     assert len(study_runs) == 1
     best = {k[len("leanops.best."):]: v for k, v in study_runs[0].data.tags.items() if k.startswith("leanops.best.")}
@@ -130,7 +130,7 @@ def test_retrain_with_tuning_trains_on_the_study_best_params(stack, tmp_path):
     assert best and all(params[name] == value for name, value in best.items() if name in params), (best, params)
     assert params["n_estimators"] == best["n_estimators"]
     tags = registry.client().get_run(info.run_id).data.tags
-    assert tags["leanops.tuning_study"] == study_runs[0].data.tags[registry.STUDY_TAG]
+    assert tags["leanops.tuning_study"] == study_runs[0].data.tags[study_log.STUDY_TAG]
     assert tags["leanops.params_choice"].startswith("tuned parameters")
 
 

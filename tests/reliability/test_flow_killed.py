@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from leanops import datasets, registry, storage
+from leanops import datasets, registry, smoke, storage
 from support import prefect_request, spec_copy, started_task_names, task_run_states, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -89,7 +89,7 @@ def test_a_retrain_killed_mid_fit_leaves_no_version_and_a_rerun_registers_one_th
     assert states["build_features"] == "Cached" and states["fit_model"] == "Completed", states
     assert [v.version for v in registry.list_versions(MODEL)] == [registration.version]
     info = registry.get_version(MODEL, registration.version)
-    assert registry.smoke_test(info, registry.load_recorded_spec(info)).passed
+    assert smoke.smoke_test(info, registry.load_recorded_spec(info)).passed
     # Flights it never saw, sent as a client of the served model sends them (its input example's columns and types).
     example = registry.load_input_example(info)
     unseen = datasets.flights_sample([9], rows_per_month=300, seed=29)[list(example.columns)].astype(example.dtypes.to_dict())

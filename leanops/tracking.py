@@ -1,0 +1,157 @@
+"""MLflow experiments and runs: the adapter that creates, fills, finishes and finds runs. What a run
+holds is decided by its lifecycle stage (``leanops.registration``, ``leanops.drift_log``,
+``leanops.study_log``, ``leanops.aliases``); this module only speaks MLflow.
+
+Every function turns MLflow being unreachable into RegistryUnavailable (``leanops.mlflow_access``).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Iterable, NamedTuple
+
+import pandas as pd
+
+from leanops.mlflow_access import activate, client, experiment_id, run_url, speaks_to_mlflow
+from leanops.settings import Settings
+
+# skops refuses unknown types on load; these are the ones our pipelines contain beyond scikit-learn's.
+SKOPS_TRUSTED_TYPES = [
+    "xgboost.sklearn.XGBClassifier",
+    "xgboost.sklearn.XGBRegressor",
+    "xgboost.core.Booster",
+    "leanops.features.SpecFeatures",
+]
+_BATCH = 1000  # MLflow's log_batch limit on metrics per call
+
+
+class StartedRun(NamedTuple):
+    run_id: str
+    experiment_id: str
+    url: str
+
+
+class FoundRun(NamedTuple):
+    run_id: str
+    experiment_id: str
+    tags: dict[str, str]
+    metrics: dict[str, float]
+
+
+class LoggedModel(NamedTuple):
+    model_uri: str
+    model_id: str | None
+
+
+@speaks_to_mlflow
+def start_run(experiment: str, run_name: str, tags: dict[str, str], start_time_ms: int | None = None,
+              settings: Settings | None = None) -> StartedRun:
+    """A new run (status RUNNING) in the named experiment, created on first use."""
+    mlflow_client = client(settings)
+    exp_id = experiment_id(mlflow_client, experiment)
+    run_id = mlflow_client.create_run(exp_id, start_time=start_time_ms, tags=tags, run_name=run_name).info.run_id
+    return StartedRun(run_id, exp_id, run_url(run_id, exp_id, settings))
+
+
+@speaks_to_mlflow
+def end_run(run_id: str, failed: bool = False, settings: Settings | None = None) -> None:
+    client(settings).set_terminated(run_id, "FAILED" if failed else "FINISHED")
+
+
+@speaks_to_mlflow
+def reopen_run(run_id: str, settings: Settings | None = None) -> None:
+    client(settings).update_run(run_id, status="RUNNING")
+
+
+@speaks_to_mlflow
+def log_params(run_id: str, params: dict[str, Any], settings: Settings | None = None) -> None:
+    from mlflow.entities import Param
+
+    client(settings).log_batch(run_id, params=[Param(k, str(v)[:6000]) for k, v in params.items()])
+
+
+@speaks_to_mlflow
+def log_metrics(run_id: str, metrics: Iterable[tuple[str, float, int]], tags: dict[str, str] | None = None,
+                settings: Settings | None = None) -> None:
+    """(name, value, step) triples in batches MLflow accepts; ``tags`` go with the first batch."""
+    from mlflow.entities import Metric, RunTag
+
+    mlflow_client = client(settings)
+    now = int(time.time() * 1000)
+    metrics = [Metric(k, float(v), now, int(step)) for k, v, step in metrics]
+    for start in range(0, max(len(metrics), 1), _BATCH):
+        mlflow_client.log_batch(
+            run_id, metrics=metrics[start : start + _BATCH],
+            tags=[RunTag(k, v) for k, v in (tags or {}).items()] if start == 0 else [],
+        )
+
+
+@speaks_to_mlflow
+def set_run_tag(run_id: str, key: str, value: str, settings: Settings | None = None) -> None:
+    client(settings).set_tag(run_id, key, value)
+
+
+@speaks_to_mlflow
+def log_text(run_id: str, text: str, artifact: str, settings: Settings | None = None) -> None:
+    client(settings).log_text(run_id, text, artifact)
+
+
+@speaks_to_mlflow
+def log_dict(run_id: str, content: dict, artifact: str, settings: Settings | None = None) -> None:
+    client(settings).log_dict(run_id, content, artifact)
+
+
+@speaks_to_mlflow
+def log_folder(run_id: str, folder: Path, settings: Settings | None = None) -> None:
+    """Every file under ``folder`` as the run's artifacts, at the same relative paths."""
+    client(settings).log_artifacts(run_id, str(folder))
+
+
+def _pip_requirements() -> list[str]:
+    # Inferring requirements costs ~2 s per log_model; the pipeline needs exactly these.
+    from importlib import metadata
+
+    return [f"{pkg}=={metadata.version(pkg)}" for pkg in ("mlflow", "scikit-learn", "xgboost", "pandas", "numpy", "skops")]
+
+
+@speaks_to_mlflow
+def log_sklearn_model(run_id: str, model: Any, example: pd.DataFrame, outputs: Any, predict_fn: str,
+                      settings: Settings | None = None) -> LoggedModel:
+    """The fitted pipeline as the run's ``model`` (skops), with its signature and input example."""
+    import mlflow
+    from mlflow.models import infer_signature
+
+    activate(settings)
+    with mlflow.start_run(run_id=run_id):
+        logged = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            signature=infer_signature(example, outputs),
+            input_example=example,
+            pip_requirements=_pip_requirements(),
+            skops_trusted_types=SKOPS_TRUSTED_TYPES,
+            pyfunc_predict_fn=predict_fn,
+        )
+    return LoggedModel(logged.model_uri, logged.model_id)
+
+
+@speaks_to_mlflow
+def find_runs(experiment: str, filter_string: str = "", order_by: list[str] | None = None,
+              max_results: int | None = None, settings: Settings | None = None) -> list[FoundRun]:
+    """Runs of the named experiment matching ``filter_string`` (all pages unless ``max_results``)."""
+    mlflow_client = client(settings)
+    found_experiment = mlflow_client.get_experiment_by_name(experiment)
+    if found_experiment is None:
+        return []
+    found: list[FoundRun] = []
+    page_token = None
+    while True:
+        page = mlflow_client.search_runs(
+            [found_experiment.experiment_id], filter_string=filter_string, order_by=order_by,
+            max_results=min(max_results or 1000, 1000), page_token=page_token,
+        )
+        found.extend(FoundRun(run.info.run_id, run.info.experiment_id, dict(run.data.tags), dict(run.data.metrics)) for run in page)
+        page_token = page.token
+        if not page_token or (max_results is not None and len(found) >= max_results):
+            return found[:max_results] if max_results is not None else found
