@@ -79,7 +79,7 @@ def model_version(spec_path: Path):
     """(spec, version): the flights champion, or one version trained here under a bench model name."""
     import yaml
 
-    from leanops import datasets, features, lineage, modeling, registry
+    from leanops import datasets, features, lineage, modeling, registration, registry
     from leanops.results import Batch
     from leanops.spec import load_spec
 
@@ -99,7 +99,7 @@ def model_version(spec_path: Path):
             fitted = modeling.fit_models(feature_set, spec)
             evaluation = modeling.evaluate(fitted, feature_set, spec)
             run_lineage = lineage.build_lineage("bench://h1", "bench-h1", spec.spec_hash, None)
-            version = registry.register_training(spec, fitted, evaluation, feature_set, run_lineage, "bench-serving-h1").version
+            version = registration.register_training(spec, fitted, evaluation, feature_set, run_lineage, "bench-serving-h1").version
             registry.set_alias(name, registry.CHAMPION, version)
             champion = registry.get_alias(name, registry.CHAMPION)
     else:

@@ -24,7 +24,7 @@ import orjson
 import pandas as pd
 import pytest
 
-from leanops import datasets, events, registry
+from leanops import datasets, events, registration, registry
 from leanops.serving.requests import request_rows
 from leanops.spec import load_spec
 from support import spec_copy, wait_for
@@ -51,7 +51,7 @@ def train_version(spec, seed: int, params: dict) -> str:
     fitted = modeling.fit_models(feature_set, spec, params)
     evaluation = modeling.evaluate(fitted, feature_set, spec)
     run_lineage = lineage.build_lineage(uri, f"fp-{seed}", spec.spec_hash, None)
-    return registry.register_training(spec, fitted, evaluation, feature_set, run_lineage, f"serving-{seed}-{uuid.uuid4().hex}").version
+    return registration.register_training(spec, fitted, evaluation, feature_set, run_lineage, f"serving-{seed}-{uuid.uuid4().hex}").version
 
 
 @pytest.fixture(scope="module")
