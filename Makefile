@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast stack-up stack-down stack-status bench clean
+.PHONY: setup checkov-setup checkov demo test test-fast stack-up stack-down stack-status bench clean
 
 # Installs the exact versions of uv.lock (the ones the tests pass with), the project itself editable.
 # pyproject.toml keeps ranges for those who install leanops as a library; after changing them, run
@@ -18,10 +18,24 @@ $(STAMP): pyproject.toml uv.lock
 
 setup: $(STAMP)
 
+# checkov (IaC scanner) in its own venv: its pins (boto3, packaging, networkx) clash with the project's.
+# Built from the hashed lock infra/checkov/requirements.txt (a few seconds with uv's cache warm).
+CHECKOV_VENV := .venv-checkov
+CHECKOV_STAMP := $(CHECKOV_VENV)/.installed
+$(CHECKOV_STAMP): infra/checkov/requirements.txt $(STAMP)
+	$(BIN)/uv venv --quiet --allow-existing --python $(BIN)/python $(CHECKOV_VENV)
+	VIRTUAL_ENV=$(CHECKOV_VENV) $(BIN)/uv pip sync --quiet --require-hashes infra/checkov/requirements.txt
+	touch $(CHECKOV_STAMP)
+
+checkov-setup: $(CHECKOV_STAMP)
+
+checkov: checkov-setup
+	$(CHECKOV_VENV)/bin/checkov --config-file infra/checkov/config.yaml
+
 demo: setup
 	$(BIN)/python -m deployments.demo
 
-test: setup
+test: setup checkov-setup
 	$(BIN)/python -m pytest
 
 test-fast: setup
