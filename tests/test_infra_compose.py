@@ -33,9 +33,6 @@ THIRD_PARTY = {"postgres", "redis", "prometheus", "grafana"}
 # Commands the production profile adds to the embedded stack's (infra/production.py), compared with it
 # as soon as leanops.settings has the `profile` setting; until then they are listed here, unchecked.
 PRODUCTION_ONLY = {"prefect-migrate", "prefect-api-a", "prefect-api-b", "prefect-services", "mlflow", "worker-a"}
-# The online endpoint (serving/): compared with the native stack's command as soon as it starts one
-# (`python -m serving`); until then nothing native runs that program and module.
-NOT_YET_NATIVE = {"serving"}
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +70,7 @@ def test_the_production_layout_is_complete(compose):
     # Prometheus scrapes the endpoint that compose runs.
     prometheus = yaml.safe_load((INFRA / "prometheus" / "prometheus.yml").read_text())
     targets = [t for job in prometheus["scrape_configs"] for c in job["static_configs"] for t in c["targets"]]
-    serving_port = services["serving"]["command"][services["serving"]["command"].index("--port") + 1]
+    serving_port = services["serving"]["environment"]["LEANOPS_SERVING_PORT"]
     assert targets == [f"serving:{serving_port}"]
 
 
@@ -189,12 +186,9 @@ def test_every_compose_command_is_one_the_native_stack_runs(compose, tmp_path):
         if not settings_has_profiles() and name in PRODUCTION_ONLY:
             awaiting.append(name)
             continue
-        if name in NOT_YET_NATIVE and not any(s[:2] == (program, subcommands) for s in native):
-            awaiting.append(name)
-            continue
         candidates = sorted(str(s) for s in native if s[0] == program)
         pytest.fail(f"{name}: {command} is not a command infra.stack runs; its commands for {program}:\n" + "\n".join(candidates))
-    assert {"s3", "s3-setup", "fork-server-a", "s3-bridge"} <= set(checked)
+    assert {"s3", "s3-setup", "fork-server-a", "s3-bridge", "serving"} <= set(checked)
     assert len(checked) + len(awaiting) == len(compose["services"]) - len(THIRD_PARTY)
 
 
@@ -221,3 +215,21 @@ def test_shape_keeps_flags_and_drops_values():
     assert shape(["/usr/bin/python3.11", "-m", "deployments.forkserver", "--socket", "s"]) == (
         "python", ("-m", "deployments.forkserver"), frozenset({"--socket"}))
     assert os.path.basename(COMPOSE) == "compose.yaml"
+
+
+def test_grafana_is_provisioned_with_prometheus_and_every_dashboard(compose):
+    grafana = INFRA / "grafana"
+    (datasource,) = yaml.safe_load((grafana / "provisioning" / "datasources" / "prometheus.yaml").read_text())["datasources"]
+    assert datasource["type"] == "prometheus" and datasource["url"] == "http://prometheus:9090" and datasource["isDefault"]
+    (provider,) = yaml.safe_load((grafana / "provisioning" / "dashboards" / "leanops.yaml").read_text())["providers"]
+    mounts = dict(v.split(":")[:2] for v in compose["services"]["grafana"]["volumes"])
+    assert mounts["./grafana/dashboards"] == provider["options"]["path"]
+    dashboards = sorted((grafana / "dashboards").glob("*.json"))
+    assert dashboards, "no dashboard under infra/grafana/dashboards/"
+    for path in dashboards:
+        dashboard = json.loads(path.read_text())
+        variables = {f"${{{v['name']}}}" for v in dashboard.get("templating", {}).get("list", [])
+                     if v.get("type") == "datasource" and v.get("query") == "prometheus"}
+        references = re.findall(r'"datasource":\s*\{[^}]*"uid":\s*"([^"]+)"', json.dumps(dashboard))
+        assert references, f"{path.name} names no data source"
+        assert set(references) <= {datasource["uid"], *variables}, f"{path.name}: data sources {set(references)}"
