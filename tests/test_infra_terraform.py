@@ -122,7 +122,11 @@ def test_iam_allows_only_named_actions_on_scoped_resources(blocks):
             assert "*" not in action, f"{where}: wildcard action {action!r}"
         if actions == ["sts:AssumeRole"]:  # a trust policy: its principals are the scope
             (principals,) = statement["principals"]
-            assert principals["type"] == "AWS" and "*" not in str(principals["identifiers"]), where
+            assert "*" not in str(principals["identifiers"]), f"{where}: anyone may assume the role"
+            if principals["type"] == "Service":
+                assert all(i.endswith(".amazonaws.com") for i in principals["identifiers"]), where
+            else:
+                assert principals["type"] == "AWS", where
             continue
         resources = statement.get("resources")
         assert isinstance(resources, list) and resources, f"{where}: resources must be a literal list"
