@@ -31,6 +31,8 @@ class Service:
     # Services without an HTTP endpoint prove they work by touching this file (e.g. after each poll).
     heartbeat_file: Path | None = None
     heartbeat_max_age: float = 60.0
+    # Services with neither prove they started by writing this line to their log (then: alive = healthy).
+    ready_log: str | None = None
     stop_grace: float = 10.0
     # Default: the state folder. Services that run project code (specs, flows) start in the folder the
     # stack was started from: the project, wherever leanops itself is installed.
@@ -160,6 +162,23 @@ def prefect_worker(home: Path, api_url: str, pool: str, host: str, health_port: 
     )
 
 
+def child_process_env(extra: dict[str, str]) -> dict[str, str]:
+    """The environment of a one-off command (e.g. a migration): ours, ``extra`` and the venv's bin first."""
+    env = {**os.environ, **extra}
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def s3_client_env(settings) -> dict[str, str]:
+    """What a non-leanops S3 client (MLflow's artifact proxy) needs to reach the configured object store."""
+    env = {"AWS_DEFAULT_REGION": settings.aws_region}
+    if settings.resolved_s3_endpoint_url:
+        env["MLFLOW_S3_ENDPOINT_URL"] = settings.resolved_s3_endpoint_url
+    if settings.uses_local_s3:
+        env.update({key: os.environ.get(key, value) for key, value in LOCAL_AWS_CREDENTIALS.items()})
+    return env
+
+
 def _healthy(url: str) -> bool:
     try:
         with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - local health check
@@ -170,6 +189,8 @@ def _healthy(url: str) -> bool:
 
 def is_healthy(service: Service, since: float | None = None) -> bool:
     """Health URL answers, or the heartbeat file is fresh (and, with ``since``, newer than that time)."""
+    if service.ready_log is not None:
+        return True  # checked against its log by start(); afterwards, alive is all it can show
     if service.heartbeat_file is None:
         return _healthy(service.health_url)
     try:
@@ -209,7 +230,7 @@ def start(service: Service, home: Path, extra_env: dict[str, str] | None = None)
         if is_healthy(service):
             return existing
         stop(service, home)  # ours but not healthy: restart it rather than start a twin
-    if service.heartbeat_file is None and _healthy(service.health_url):
+    if service.heartbeat_file is None and service.health_url and _healthy(service.health_url):
         raise RuntimeError(f"{service.name}: something else already answers at {service.health_url}")
     log_file = service.log_file(home)
     log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -217,6 +238,7 @@ def start(service: Service, home: Path, extra_env: dict[str, str] | None = None)
     env = {**os.environ, **service.env, **(extra_env or {})}
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     launched = time.time()
+    log_offset = log_file.stat().st_size if log_file.exists() else 0
     with log_file.open("ab") as log:
         process = subprocess.Popen(  # noqa: S603 - argv built from our own settings
             service.argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=str(service.cwd or home)
@@ -227,11 +249,16 @@ def start(service: Service, home: Path, extra_env: dict[str, str] | None = None)
         if process.poll() is not None:
             tail = log_file.read_text(errors="replace")[-3000:]
             raise RuntimeError(f"{service.name} exited with code {process.returncode} while starting; log tail:\n{tail}")
-        if is_healthy(service, since=launched):
+        if service.ready_log is not None:
+            with log_file.open("rb") as log:
+                log.seek(log_offset)
+                if service.ready_log.encode() in log.read():
+                    return process.pid
+        elif is_healthy(service, since=launched):
             return process.pid
         time.sleep(0.3)
     stop(service, home)
-    probe = service.heartbeat_file or service.health_url
+    probe = service.heartbeat_file or service.health_url or f"its log ({service.ready_log!r})"
     raise RuntimeError(f"{service.name} did not answer at {probe} within {service.startup_timeout:.0f} s")
 
 

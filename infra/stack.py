@@ -12,6 +12,7 @@ fallback). moto keeps its buckets in memory: ``down`` forgets the objects, ``up`
 from __future__ import annotations
 
 import argparse
+import base64
 import json
 import os
 import subprocess
@@ -22,7 +23,9 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from infra import services
+from pydantic import SecretStr
+
+from infra import production, services
 from infra.services import Service
 from leanops.settings import Settings, get_settings
 
@@ -34,15 +37,23 @@ _EXPORTED = (
     "sqs_wait_seconds", "sqs_max_receive_count", "bridge_max_backoff_seconds", "aws_region", "work_pool_name",
     "serving_port", "serving_workers", "serving_alias_check_seconds",
 )
+# What the production profile's flow runs also need: where their databases, state and results are, and
+# the credentials of the services they call (handed to workers only, never to the servers).
+_EXPORTED_PRODUCTION = (
+    "profile", "database_prefix", "postgres_url", "mlflow_username", "mlflow_password", "result_storage",
+    "alert_state_uri", "optuna_storage",
+)
 
 
 def child_env(settings: Settings) -> dict[str, str]:
     env = {}
-    for name in _EXPORTED:
+    for name in _EXPORTED + (_EXPORTED_PRODUCTION if settings.is_production else ()):
         value = getattr(settings, name)
         if value is None:
             continue
-        if isinstance(value, bool):
+        if isinstance(value, SecretStr):
+            text = value.get_secret_value()
+        elif isinstance(value, bool):
             text = "true" if value else "false"
         elif isinstance(value, (list, tuple)):
             text = json.dumps(list(value))
@@ -106,6 +117,9 @@ def endpoint_url(settings: Settings) -> str:
 
 
 def all_services(settings: Settings) -> list[Service]:
+    if settings.is_production:
+        local_s3 = [moto(settings)] if settings.uses_local_s3 else []
+        return local_s3 + production.services_in_order(settings, child_env(settings))
     return [
         moto(settings), mlflow(settings), prefect(settings), bridge(settings), fork_server(settings), worker(settings),
         endpoint(settings),
@@ -133,37 +147,66 @@ def provision_s3(settings: Settings) -> tuple[str, str]:
     return url, dead_url
 
 
-def ensure_work_pool(settings: Settings) -> bool:
-    """Create the process work pool if missing; True if it was created."""
+def _api_request(settings: Settings, path: str) -> urllib.request.Request:
+    request = urllib.request.Request(f"{settings.resolved_prefect_api_url}{path}")
+    if settings.prefect_auth_string:
+        token = base64.b64encode(settings.prefect_auth_string.get_secret_value().encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    return request
+
+
+def ensure_work_pool(settings: Settings, queues: tuple[str, ...] = ()) -> bool:
+    """Create the process work pool (and its extra ``queues``) if missing; True if the pool was created."""
     api = settings.resolved_prefect_api_url
+    env = {**os.environ, **services.prefect_env(settings.home, api), **settings.prefect_client_env(api)}
+
+    def prefect(*args: str) -> None:
+        subprocess.run(  # noqa: S603 - fixed argv
+            [str(services.BIN / "prefect"), *args], env=env, check=True, capture_output=True, text=True, timeout=120,
+        )
+
+    created = False
     try:
-        with urllib.request.urlopen(f"{api}/work_pools/{settings.work_pool_name}", timeout=10):  # noqa: S310 - local API
-            return False
+        with urllib.request.urlopen(_api_request(settings, f"/work_pools/{settings.work_pool_name}"), timeout=10):  # noqa: S310 - our API
+            pass
     except urllib.error.HTTPError as exc:
         if exc.code != 404:
             raise
-    env = {**os.environ, **services.prefect_env(settings.home, api)}
-    subprocess.run(  # noqa: S603 - fixed argv
-        [str(services.BIN / "prefect"), "work-pool", "create", settings.work_pool_name, "--type", "process"],
-        env=env, check=True, capture_output=True, text=True, timeout=120,
-    )
-    return True
+        prefect("work-pool", "create", settings.work_pool_name, "--type", "process")
+        created = True
+    for queue in queues:  # one HTTP call each (the CLI costs seconds of imports per call)
+        request = _api_request(settings, f"/work_pools/{settings.work_pool_name}/queues")
+        request.data = json.dumps({"name": queue}).encode()
+        request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=30):  # noqa: S310 - our API
+                pass
+        except urllib.error.HTTPError as exc:
+            if exc.code != 409:  # 409: the queue exists
+                raise
+    return created
 
 
 # --- commands --------------------------------------------------------------------------------------
+
+
+def _step(label: str, action) -> None:
+    t0 = time.monotonic()
+    action()
+    print(f"  {label:<34} {time.monotonic() - t0:5.1f} s", flush=True)
 
 
 def up(settings: Settings) -> None:
     home = settings.home
     home.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-
-    def step(label: str, action) -> None:
-        t0 = time.monotonic()
-        action()
-        print(f"  {label:<34} {time.monotonic() - t0:5.1f} s", flush=True)
-
-    print(f"leanops stack: state in {home}")
+    step = _step
+    print(f"leanops stack ({settings.profile}): state in {home}")
+    if settings.is_production:
+        up_production(settings)
+        print(f"up in {time.monotonic() - started:.1f} s\n")
+        status(settings)
+        return
     step("S3 + SQS endpoint (moto)", lambda: services.start(moto(settings), home))
     step("bucket, queues, notification", lambda: provision_s3(settings))
     # The three slow starters (each ~10-30 s, mostly imports and migrations) start side by side.
@@ -183,17 +226,68 @@ def up(settings: Settings) -> None:
     status(settings)
 
 
-def down(settings: Settings) -> None:
+def up_production(settings: Settings) -> None:
+    """The production layout (infra/production.py): databases, migrations once, two APIs, services, workers."""
+    missing = production.missing_secrets(settings)
+    if missing:
+        raise RuntimeError("the production profile runs with authentication: set " + " and ".join(missing))
+    home, exported = settings.home, child_env(settings)
+    if settings.uses_local_s3:
+        _step("S3 + SQS endpoint (moto)", lambda: services.start(moto(settings), home))
+    _step("bucket, queues, notification", lambda: provision_s3(settings))
+    _step("PostgreSQL databases", lambda: production.ensure_databases(settings))
+    production.mlflow_auth_config(settings)
+
+    def prefect_server() -> None:
+        _step("Prefect migrations (once)", lambda: production.migrate(settings))
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            for future in [
+                pool.submit(_step, "Prefect API a", lambda: services.start(production.prefect_api(settings, 0), home)),
+                pool.submit(_step, "Prefect API b", lambda: services.start(production.prefect_api(settings, 1), home)),
+                pool.submit(_step, "Prefect background services", lambda: services.start(production.prefect_services(settings), home)),
+            ]:
+                future.result()
+
+    # The slow starters side by side: MLflow (migrations), Prefect, and each worker's fork server (imports).
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        futures = [
+            pool.submit(_step, "MLflow (PostgreSQL, S3, basic auth)", lambda: services.start(production.mlflow(settings), home)),
+            pool.submit(prefect_server),
+        ] + [
+            pool.submit(_step, f"fork server {name}", lambda i=i: services.start(production.fork_server(settings, i, exported), home))
+            for i, name in enumerate(production.WORKERS)
+        ]
+        for future in futures:
+            future.result()
+    queues = tuple(production.worker_queue(i) for i in range(len(production.WORKERS)))
+    _step(f"work pool {settings.work_pool_name} + queues", lambda: ensure_work_pool(settings, queues))
+    _step("result storage block", lambda: production.ensure_result_storage(settings))
+    _step("S3 event bridge (-> API a)", lambda: services.start(production.bridge(settings, exported), home))
+    for i, name in enumerate(production.WORKERS):
+        _step(f"Prefect worker {name} (-> API {name})", lambda i=i: services.start(production.worker(settings, i, exported), home))
+
+
+def down(settings: Settings, drop_data: bool = False) -> None:
     for service in reversed(all_services(settings)):
         t0 = time.monotonic()
         was_running = services.stop(service, settings.home)
         outcome = f"stopped in {time.monotonic() - t0:.1f} s" if was_running else "was not running"
         print(f"  {service.name:<16} {outcome}", flush=True)
+    if drop_data and settings.is_production:
+        production.drop_databases(settings)
+        print(f"  dropped databases {', '.join(settings.database_name(p) for p in production.DATABASES)}", flush=True)
 
 
 def describe(service: Service, settings: Settings) -> str:
     if service.name == "prefect-server":
         return f"UI http://{settings.host}:{settings.prefect_port}  API {settings.resolved_prefect_api_url}"
+    if service.name.startswith("prefect-api-"):
+        return f"API {service.health_url.removesuffix('/health')}"
+    if service.name == "prefect-services":
+        return "scheduler, triggers, event persister... (once, for both APIs)"
+    if service.name.startswith(("fork-server-", "prefect-worker-")):
+        worker = service.name.rsplit("-", 1)[1]
+        return f"pool {settings.work_pool_name} queues default, worker-{worker}  home {settings.home / f'worker-{worker}'}"
     if service.name == "mlflow-server":
         return f"UI {settings.resolved_mlflow_tracking_uri}"
     if service.name == "s3-endpoint":
@@ -234,8 +328,13 @@ def status(settings: Settings) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m infra.stack", description="Start, stop or inspect the local leanops stack.")
     parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument("--profile", choices=["embedded", "production"], default=None,
+                        help="overrides LEANOPS_PROFILE (default: embedded)")
+    parser.add_argument("--drop-data", action="store_true", help="down: also drop the production profile's databases")
     args = parser.parse_args(argv)
     settings = get_settings()
+    if args.profile:
+        settings = settings.model_copy(update={"profile": args.profile})
     if args.command == "up":
         try:
             up(settings)
@@ -244,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         return 0
     if args.command == "down":
-        down(settings)
+        down(settings, drop_data=args.drop_data)
         return 0
     return 0 if status(settings) else 1
 

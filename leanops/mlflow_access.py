@@ -27,6 +27,8 @@ def _http_policy(settings: Settings | None = None) -> None:
     os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(settings.mlflow_http_retries)
     os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = "1"
     os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(settings.mlflow_http_timeout_seconds)
+    # Basic-auth credentials of the tracking server (production profile): MLflow reads them from here only.
+    os.environ.update(settings.mlflow_client_env())
 
 
 def client(settings: Settings | None = None):

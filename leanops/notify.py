@@ -1,7 +1,8 @@
 """Slack alerts: formatting, deduplication and sending. The only slack_sdk user.
 
-Deduplication, per (model, kind), with state in a JSON file under ``settings.home`` so it holds
-across processes and restarts:
+Deduplication, per (model, kind), with state in a JSON document (``settings.alert_state_uri``: a file
+under ``settings.home``, or an object in the bucket shared by every worker; leanops/shared_state.py)
+so it holds across processes, workers and restarts:
 
 - the first alert posts a top-level message;
 - the same (model, kind) again within ``settings.alert_cooldown_minutes`` of the last post sends
@@ -20,12 +21,8 @@ Retry-After), 5xx, connection errors and timeouts are retried by slack_sdk's ret
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import json
 import logging
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta, timezone
 from http.client import RemoteDisconnected
@@ -33,6 +30,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Literal, Mapping, Sequence
 from urllib.error import URLError
 
+from leanops import shared_state
+from leanops.errors import LeanopsError
 from leanops.settings import Settings, get_settings
 
 logger = logging.getLogger("leanops.notify")
@@ -184,7 +183,8 @@ class Notifier:
         thread_ttl: timedelta = timedelta(days=7),
     ):
         self.settings = settings or get_settings()
-        self.state_path = Path(state_path or self.settings.state_dir("notify", "slack-alerts.json"))
+        # A local file (one machine) or s3://... (every worker): settings.alert_state_uri.
+        self.state_uri = str(state_path) if state_path else self.settings.resolved_alert_state_uri
         self.clock = clock
         self.cooldown = timedelta(minutes=self.settings.alert_cooldown_minutes)
         self.thread_ttl = thread_ttl
@@ -208,8 +208,8 @@ class Notifier:
         try:
             with self._locked_state() as state:
                 state["threads"].pop(f"{model}:{kind}", None)
-        except OSError as exc:
-            logger.error("cannot update Slack alert state %s: %s", self.state_path, exc)
+        except (OSError, LeanopsError) as exc:
+            logger.error("cannot update Slack alert state %s: %s", self.state_uri, exc)
 
     # --- internals ---------------------------------------------------------------------------------
 
@@ -312,46 +312,14 @@ class Notifier:
 
     @contextlib.contextmanager
     def _locked_state(self) -> Iterator[dict[str, Any]]:
-        """Exclusive access to the state file across processes; written atomically on exit."""
-        self.state_path.parent.mkdir(parents=True, exist_ok=True)
-        lock_path = self.state_path.with_name(self.state_path.name + ".lock")
-        with open(lock_path, "a+") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                state = self._read_state()
-                before = json.dumps(state, sort_keys=True)
-                yield state
-                if json.dumps(state, sort_keys=True) != before:
-                    self._write_state(state)
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
-
-    def _read_state(self) -> dict[str, Any]:
-        empty = {"version": _STATE_VERSION, "threads": {}}
-        if not self.state_path.exists():
-            return empty
-        try:
-            state = json.loads(self.state_path.read_text())
-            if not isinstance(state, dict) or not isinstance(state.get("threads"), dict):
-                raise ValueError("no 'threads' mapping")
-            return state
-        except ValueError as exc:
-            # Losing dedup state means at worst one repeated top-level alert; say so loudly.
-            logger.error("Slack alert state %s is unreadable (%s); starting a fresh one", self.state_path, exc)
-            return empty
-
-    def _write_state(self, state: dict[str, Any]) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.state_path.parent, prefix=self.state_path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as handle:
-                json.dump(state, handle, indent=1, sort_keys=True)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.state_path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        """Exclusive access to the alert state across processes (and, in the object store, across
+        workers); written back on exit if changed."""
+        with shared_state.locked_json(
+            self.state_uri, lambda: {"version": _STATE_VERSION, "threads": {}},
+            lambda state: isinstance(state, dict) and isinstance(state.get("threads"), dict),
+            settings=self.settings,
+        ) as state:
+            yield state
 
 
 def _parse_time(text: str) -> datetime:

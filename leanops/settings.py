@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
+from urllib.parse import quote
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -22,6 +24,11 @@ LOCAL_AWS_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "leanops", "AWS_SECRET_ACCESS_KEY"
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LEANOPS_", env_file=".env", extra="ignore", frozen=True)
+
+    # embedded: one machine, SQLite and local files (the default). production: Prefect and MLflow on
+    # PostgreSQL, Prefect messaging on Redis, results, cache records and alert state in the object store,
+    # basic auth on Prefect and MLflow (infra/stack.py starts this layout with `up --profile production`).
+    profile: Literal["embedded", "production"] = "embedded"
 
     # Where local state lives (the stack's databases, artifacts, logs, pids; caches, journals).
     home: Path = Field(default_factory=lambda: Path.cwd() / ".leanops")
@@ -76,8 +83,33 @@ class Settings(BaseSettings):
     prediction_log_flush_seconds: float = 60.0
     prediction_log_max_rows: int = 5000
 
-    # Prefect result storage for cached task results (a local folder or a remote block).
+    # Where Prefect keeps task results and cache records: a local folder, or the slug of an s3-bucket
+    # block (prefect-aws) that every worker reads, so a task cached on one worker is a hit on another.
+    # Default: <home>/prefect-results embedded, s3-bucket/<database_prefix>-results in production
+    # (infra.stack creates the block from the S3 settings, under prefix prefect-results/).
     result_storage: str | None = None
+
+    # --- production profile (profile=production; unused by the embedded stack) ---
+    # The PostgreSQL server without a database name; leanops creates <database_prefix>_prefect, _mlflow,
+    # _mlflow_auth and _optuna on it. A password in this URL makes it a secret, as every URL here.
+    postgres_url: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432")
+    database_prefix: str = "leanops"
+    # Prefect's messaging broker and cache, causal ordering, lease storage and Docket. The database index
+    # is ours alone: the Redis server may be shared (production: requirepass/ACL user + rediss:// TLS).
+    redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/11")
+    # The second Prefect API process (the first listens on prefect_port): there is no load balancer
+    # here, so worker A and the S3 bridge use the first, worker B the second.
+    prefect_second_port: int = 4202
+    worker_second_health_port: int = 5062
+    # Prefect's basic auth, "user:password": the server checks it, every client sends it (one shared credential).
+    prefect_auth_string: SecretStr | None = None
+    # MLflow's basic-auth app: the admin account it creates on first start, which leanops' clients use.
+    mlflow_username: str = "admin"
+    mlflow_password: SecretStr | None = None
+    # Signs MLflow's UI sessions (Flask); a fresh random one per start when unset.
+    mlflow_flask_secret_key: SecretStr | None = None
+    # Alert de-duplication and Slack thread state: a local JSON file (default) or s3://bucket/key.
+    alert_state_uri: str | None = None
 
     slack_token: SecretStr | None = None
     slack_channel: str = "#mlops-alerts"
@@ -86,7 +118,8 @@ class Settings(BaseSettings):
     # "HH:MM-HH:MM" in UTC during which alerts are logged, not sent.
     alert_maintenance_window: str | None = None
 
-    optuna_storage: str | None = None
+    # journal:<path>, memory or a database URL (a secret: it may carry a password).
+    optuna_storage: SecretStr | None = None
     dask_scheduler_address: str | None = None
 
     # The fork server (deployments/forkserver.py): flow runs start in a process forked from one that
@@ -152,12 +185,80 @@ class Settings(BaseSettings):
         return self.prediction_log_root or f"s3://{self.s3_bucket}/predictions"
 
     @property
-    def resolved_result_storage(self) -> str:
-        return self.result_storage or str(self.state_dir("prefect-results"))
+    def is_production(self) -> bool:
+        return self.profile == "production"
+
+    def database_url(self, purpose: str, driver: str = "postgresql") -> str:
+        """URL of the production database for ``purpose`` (prefect, mlflow, mlflow_auth, optuna)."""
+        base = self.postgres_url.get_secret_value().rstrip("/")
+        scheme, rest = base.split("://", 1)
+        return f"{driver if scheme.startswith('postgres') else scheme}://{rest}/{quote(self.database_name(purpose))}"
+
+    def database_name(self, purpose: str) -> str:
+        return f"{self.database_prefix}_{purpose}"
 
     @property
-    def resolved_optuna_storage(self) -> str:
-        return self.optuna_storage or f"journal:{self.state_dir('optuna', 'journal.log')}"
+    def prefect_api_urls(self) -> tuple[str, ...]:
+        """Every Prefect API process this stack runs (production: two, no load balancer in between)."""
+        first = self.resolved_prefect_api_url
+        if not self.is_production or self.prefect_api_url:
+            return (first,)
+        return first, f"http://{self.host}:{self.prefect_second_port}/api"
+
+    @property
+    def resolved_result_storage(self) -> str:
+        if self.result_storage:
+            return self.result_storage
+        if self.is_production:
+            # Block names take lowercase letters, digits and dashes only.
+            return f"s3-bucket/{self.database_prefix.lower().replace('_', '-')}-results"
+        return str(self.state_dir("prefect-results"))
+
+    @property
+    def result_storage_is_block(self) -> bool:
+        """A block slug ("s3-bucket/name"), not a folder (folders are absolute, or start with . or ~)."""
+        storage = self.resolved_result_storage
+        return storage.count("/") == 1 and not storage.startswith(("/", ".", "~"))
+
+    @property
+    def resolved_mlflow_artifacts_destination(self) -> str | None:
+        if self.mlflow_artifacts_destination or not self.is_production:
+            return self.mlflow_artifacts_destination
+        return f"s3://{self.s3_bucket}/mlflow"
+
+    @property
+    def resolved_alert_state_uri(self) -> str:
+        if self.alert_state_uri:
+            return self.alert_state_uri
+        if self.is_production:
+            return f"s3://{self.s3_bucket}/state/notify/slack-alerts.json"
+        return str(self.state_dir("notify", "slack-alerts.json"))
+
+    @property
+    def resolved_optuna_storage(self) -> SecretStr:
+        if self.optuna_storage:
+            return self.optuna_storage
+        if self.is_production:
+            return SecretStr(self.database_url("optuna"))
+        return SecretStr(f"journal:{self.state_dir('optuna', 'journal.log')}")
+
+    def prefect_client_env(self, api_url: str | None = None) -> dict[str, str]:
+        """The PREFECT_* variables a Prefect client (worker, flow run, bridge, CLI) needs for these settings:
+        the API, its auth string and where task results and cache records go."""
+        env = {"PREFECT_API_URL": api_url or self.resolved_prefect_api_url}
+        if self.prefect_auth_string:
+            env["PREFECT_API_AUTH_STRING"] = self.prefect_auth_string.get_secret_value()
+        if self.result_storage_is_block:
+            env["PREFECT_RESULTS_DEFAULT_STORAGE_BLOCK"] = self.resolved_result_storage
+        else:
+            env["PREFECT_LOCAL_STORAGE_PATH"] = self.resolved_result_storage
+        return env
+
+    def mlflow_client_env(self) -> dict[str, str]:
+        """MLflow's client credentials (its basic-auth app), read by MLflow from the environment."""
+        if not self.mlflow_password:
+            return {}
+        return {"MLFLOW_TRACKING_USERNAME": self.mlflow_username, "MLFLOW_TRACKING_PASSWORD": self.mlflow_password.get_secret_value()}
 
 
 @lru_cache(maxsize=1)

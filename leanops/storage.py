@@ -187,6 +187,42 @@ def write_bytes(uri: str, data: bytes, settings: Settings | None = None) -> str:
     return uri
 
 
+def _precondition_failed(exc: Exception) -> bool:
+    from botocore.exceptions import ClientError
+
+    # 412: the condition did not hold; 409: a concurrent conditional write to the same key won.
+    return isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in {
+        "PreconditionFailed", "ConditionalRequestConflict", "412", "409",
+    }
+
+
+def write_bytes_if(uri: str, data: bytes, *, absent: bool = False, etag: str | None = None, settings: Settings | None = None) -> bool:
+    """An S3 conditional write: only if no object is there (``absent``) or only over the version with
+    ``etag``. True if written, False if the condition did not hold (another writer came first)."""
+    if not is_s3(uri):
+        raise ValueError(f"{uri}: conditional writes are for s3:// objects")
+    if absent == (etag is not None):
+        raise ValueError("give exactly one condition: absent=True or etag=...")
+    bucket, key = split_s3_uri(uri)
+    condition = {"IfNoneMatch": "*"} if absent else {"IfMatch": f'"{etag}"'}
+    try:
+        s3_client(settings).put_object(Bucket=bucket, Key=key, Body=data, **condition)
+    except Exception as exc:  # noqa: BLE001 - a failed condition is an answer; anything else is translated
+        if _precondition_failed(exc):
+            return False
+        raise _translate_boto_error(uri, exc) from exc
+    return True
+
+
+def read_bytes_with_etag(uri: str, settings: Settings | None = None) -> tuple[bytes, str]:
+    """An S3 object's content and the ETag of that very version (for a later conditional write)."""
+    try:
+        answer = s3_client(settings).get_object(**_object_args(uri))
+        return answer["Body"].read(), answer.get("ETag", "").strip('"')
+    except Exception as exc:  # noqa: BLE001
+        raise _translate_boto_error(uri, exc) from exc
+
+
 def parse_table(uri: str, data: bytes) -> pd.DataFrame:
     """Bytes to a DataFrame by format (parquet or CSV), with a specific error for bad input."""
     if not data:

@@ -121,7 +121,8 @@ def resolve_storage(storage: str | None) -> str:
         return storage
     from leanops.settings import get_settings
 
-    return get_settings().resolved_optuna_storage
+    # A secret in settings (a database URL may carry a password): revealed only to open the storage.
+    return get_settings().resolved_optuna_storage.get_secret_value()
 
 
 def open_storage(storage: str | None = None) -> "optuna.storages.BaseStorage":

@@ -23,11 +23,16 @@ app = typer.Typer(
 def _connect() -> None:
     """Point Prefect's client at the server leanops is configured for (LEANOPS_PREFECT_API_URL, default: the
     local stack) unless PREFECT_API_URL says otherwise: a fresh shell then reaches the running stack
-    instead of starting a throwaway in-memory Prefect server. Runs before any command imports Prefect."""
-    if not os.environ.get("PREFECT_API_URL"):
-        from leanops.settings import get_settings
+    instead of starting a throwaway in-memory Prefect server. Runs before any command imports Prefect.
+    The production profile's basic-auth string and shared result storage go along the same way."""
+    from leanops.settings import get_settings
 
-        os.environ["PREFECT_API_URL"] = get_settings().resolved_prefect_api_url
+    settings = get_settings()
+    if not os.environ.get("PREFECT_API_URL"):
+        os.environ["PREFECT_API_URL"] = settings.resolved_prefect_api_url
+    if settings.is_production:
+        for name, value in settings.prefect_client_env().items():
+            os.environ.setdefault(name, value)
 
 
 app.add_typer(spec_commands.app, name="spec")

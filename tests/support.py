@@ -15,12 +15,23 @@ import yaml
 # The Prefect server answers 503 (or 429) for errors a client should retry, e.g. "database is locked" on
 # SQLite while the machine is busy; Prefect's own client retries those codes, so our raw reads must too.
 RETRYABLE_STATUS = {429, 502, 503}
+# Basic-auth strings ("user:password") of Prefect APIs that require one, by API URL (production profile).
+API_AUTH: dict[str, str] = {}
+
+
+def _auth_headers(url: str) -> dict[str, str]:
+    import base64
+
+    for api, auth in API_AUTH.items():
+        if url.startswith(api):
+            return {"Authorization": "Basic " + base64.b64encode(auth.encode()).decode()}
+    return {}
 
 
 def prefect_request(method: str, url: str, json=None, timeout: float = 15.0, attempts: int = 8) -> httpx.Response:
     """One call to the Prefect REST API, retried as Prefect's client retries it; raises on any other error."""
     for attempt in range(attempts):
-        response = httpx.request(method, url, json=json, timeout=timeout)
+        response = httpx.request(method, url, json=json, timeout=timeout, headers=_auth_headers(url))
         if response.status_code not in RETRYABLE_STATUS or attempt == attempts - 1:
             break
         time.sleep(float(response.headers.get("Retry-After") or min(0.25 * 2**attempt, 4.0)))

@@ -1,0 +1,272 @@
+"""The production layout on one machine: ``python -m infra.stack up --profile production``.
+
+The shape of Prefect's self-hosted scaling guide, with every piece a team would run on its own machines:
+
+- PostgreSQL databases ``<prefix>_prefect``, ``_mlflow``, ``_mlflow_auth`` and ``_optuna`` (created here,
+  dropped by ``down --drop-data``); Redis (our own database index) as Prefect's messaging broker and
+  cache, causal ordering, concurrency lease storage and Docket;
+- Prefect's migrations run once (``prefect server database upgrade``), then two API processes with
+  ``--no-services`` on two ports and the background services once, in their own process
+  (``prefect server services start``). A load balancer would sit in front of the two APIs; there is
+  none here, so worker A and the S3 bridge talk to the first and worker B to the second;
+- MLflow's tracking server on PostgreSQL with its basic-auth app, artifacts in S3 behind its
+  artifact proxy (clients need no S3 rights for artifacts);
+- two process workers, each with its own Prefect home, leanops home and fork server, as if on two
+  machines. Both poll the pool's default queue; each also polls a queue of its own (``worker-a``,
+  ``worker-b``) for runs that must land on that machine.
+
+Task results and cache records go to an ``s3-bucket`` block (prefect-aws) in the object store, alert
+state to ``s3://<bucket>/state/``: nothing a later run needs stays on one worker's disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import secrets
+import subprocess
+from pathlib import Path
+
+from infra import services
+from infra.services import Service
+from leanops.settings import Settings
+
+WORKERS = ("a", "b")
+# Several servers start side by side on a machine that may be busy: an API's first answer took 60-120 s
+# here under a load of 15 (5 s idle).
+STARTUP_TIMEOUT = 600.0
+DATABASES = ("prefect", "mlflow", "mlflow_auth", "optuna")
+
+
+def missing_secrets(settings: Settings) -> list[str]:
+    missing = []
+    if not settings.prefect_auth_string:
+        missing.append("LEANOPS_PREFECT_AUTH_STRING (user:password of Prefect's basic auth)")
+    if not settings.mlflow_password:
+        missing.append("LEANOPS_MLFLOW_PASSWORD (MLflow's admin password)")
+    return missing
+
+
+# --- PostgreSQL and Redis ------------------------------------------------------------------------------
+
+
+def _admin(settings: Settings, statements: list[str]) -> None:
+    import asyncpg
+
+    async def run() -> None:
+        connection = await asyncpg.connect(settings.database_url("", "postgresql").rsplit("/", 1)[0] + "/postgres")
+        try:
+            for statement in statements:
+                await connection.execute(statement)
+        finally:
+            await connection.close()
+
+    asyncio.run(run())
+
+
+def ensure_databases(settings: Settings) -> list[str]:
+    """Create the profile's databases that do not exist yet; returns the ones created."""
+    import asyncpg
+
+    async def existing() -> set[str]:
+        connection = await asyncpg.connect(settings.database_url("", "postgresql").rsplit("/", 1)[0] + "/postgres")
+        try:
+            return {row["datname"] for row in await connection.fetch("SELECT datname FROM pg_database")}
+        finally:
+            await connection.close()
+
+    missing = [settings.database_name(p) for p in DATABASES if settings.database_name(p) not in asyncio.run(existing())]
+    _admin(settings, [f'CREATE DATABASE "{name}"' for name in missing])
+    return missing
+
+
+def drop_databases(settings: Settings) -> None:
+    _admin(settings, [f'DROP DATABASE IF EXISTS "{settings.database_name(p)}" WITH (FORCE)' for p in DATABASES])
+
+
+def redis_env(settings: Settings) -> dict[str, str]:
+    """Prefect's server-side messaging, ordering, leases and Docket on Redis (prefect-redis)."""
+    url = settings.redis_url.get_secret_value()
+    return {
+        "PREFECT_MESSAGING_BROKER": "prefect_redis.messaging",
+        "PREFECT_MESSAGING_CACHE": "prefect_redis.messaging",
+        "PREFECT_SERVER_EVENTS_CAUSAL_ORDERING": "prefect_redis.ordering",
+        "PREFECT_SERVER_CONCURRENCY_LEASE_STORAGE": "prefect_redis.lease_storage",
+        "PREFECT_REDIS_MESSAGING_URL": url,
+        "PREFECT_SERVER_DOCKET_URL": url,
+    }
+
+
+# --- Prefect ---------------------------------------------------------------------------------------------
+
+
+def server_env(settings: Settings) -> dict[str, str]:
+    """What every Prefect server process (migration, APIs, services) shares."""
+    env = {
+        **services.prefect_env(settings.home, settings.resolved_prefect_api_url, settings.database_url("prefect", "postgresql+asyncpg")),
+        **redis_env(settings),
+        "PREFECT_API_DATABASE_MIGRATE_ON_START": "false",
+        "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "1",
+    }
+    if settings.prefect_auth_string:
+        env["PREFECT_SERVER_API_AUTH_STRING"] = settings.prefect_auth_string.get_secret_value()
+        env["PREFECT_API_AUTH_STRING"] = env["PREFECT_SERVER_API_AUTH_STRING"]
+    return env
+
+
+def migrate(settings: Settings) -> None:
+    """Prefect's database migrations, once, before any API process starts."""
+    done = subprocess.run(  # noqa: S603 - fixed argv
+        [str(services.BIN / "prefect"), "server", "database", "upgrade", "-y"],
+        env=services.child_process_env(server_env(settings)), capture_output=True, text=True, timeout=600,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"prefect server database upgrade failed: {(done.stdout + done.stderr)[-2000:]}")
+
+
+def api_port(settings: Settings, index: int) -> int:
+    return (settings.prefect_port, settings.prefect_second_port)[index]
+
+
+def prefect_api(settings: Settings, index: int) -> Service:
+    port = api_port(settings, index)
+    return Service(
+        name=f"prefect-api-{WORKERS[index]}",
+        argv=[str(services.BIN / "prefect"), "server", "start", "--host", settings.host, "--port", str(port), "--no-services"],
+        health_url=f"http://{settings.host}:{port}/api/health",
+        env=server_env(settings),
+        startup_timeout=STARTUP_TIMEOUT,
+    )
+
+
+def prefect_services(settings: Settings) -> Service:
+    return Service(
+        name="prefect-services",
+        argv=[str(services.BIN / "prefect"), "server", "services", "start"],
+        health_url="",
+        env=server_env(settings),
+        ready_log="Starting services",
+        startup_timeout=STARTUP_TIMEOUT,
+    )
+
+
+# --- MLflow ----------------------------------------------------------------------------------------------
+
+
+def mlflow_auth_config(settings: Settings) -> Path:
+    """MLflow's basic-auth config: its user store on PostgreSQL; nobody may read without an account."""
+    path = settings.home / "mlflow" / "basic_auth.ini"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "[mlflow]\n"
+        "default_permission = NO_PERMISSIONS\n"
+        f"database_uri = {settings.database_url('mlflow_auth').replace('%', '%%')}\n"
+        f"admin_username = {settings.mlflow_username}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    path.chmod(0o600)  # the database URL may carry a password
+    return path
+
+
+def mlflow(settings: Settings) -> Service:
+    base = services.mlflow_server(
+        settings.home, settings.host, settings.mlflow_port,
+        settings.resolved_mlflow_artifacts_destination, settings.database_url("mlflow"),
+    )
+    secret = settings.mlflow_flask_secret_key.get_secret_value() if settings.mlflow_flask_secret_key else secrets.token_hex(32)
+    env = {
+        **base.env,
+        "MLFLOW_AUTH_CONFIG_PATH": str(settings.home / "mlflow" / "basic_auth.ini"),
+        "MLFLOW_AUTH_ADMIN_USERNAME": settings.mlflow_username,
+        "MLFLOW_AUTH_ADMIN_PASSWORD": settings.mlflow_password.get_secret_value() if settings.mlflow_password else "",
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": secret,
+        **services.s3_client_env(settings),
+    }
+    return dataclasses.replace(base, argv=[*base.argv, "--app-name", "basic-auth"], env=env, startup_timeout=STARTUP_TIMEOUT)
+
+
+# --- workers ---------------------------------------------------------------------------------------------
+
+
+def worker_home(settings: Settings, index: int) -> Path:
+    """A worker's own folders (Prefect home, leanops home, fork server socket), as on its own machine."""
+    return settings.home / f"worker-{WORKERS[index]}"
+
+
+def worker_queue(index: int) -> str:
+    return f"worker-{WORKERS[index]}"
+
+
+def worker_env(settings: Settings, index: int, exported: dict[str, str]) -> dict[str, str]:
+    home = worker_home(settings, index)
+    api = settings.prefect_api_urls[index % len(settings.prefect_api_urls)]
+    return {
+        **services.prefect_env(home, api),
+        **exported,
+        **settings.prefect_client_env(api),
+        **settings.mlflow_client_env(),
+        "MLFLOW_TRACKING_URI": settings.resolved_mlflow_tracking_uri,
+        "LEANOPS_HOME": str(home),
+        "LEANOPS_FORK_SERVER_SOCKET": str(home / "run" / "forkserver.sock"),
+    }
+
+
+def fork_server(settings: Settings, index: int, exported: dict[str, str]) -> Service:
+    home = worker_home(settings, index)
+    base = services.fork_server(home, home / "run" / "forkserver.sock", worker_env(settings, index, exported))
+    return dataclasses.replace(base, name=f"fork-server-{WORKERS[index]}", startup_timeout=STARTUP_TIMEOUT)
+
+
+def worker(settings: Settings, index: int, exported: dict[str, str]) -> Service:
+    home = worker_home(settings, index)
+    env = worker_env(settings, index, exported)
+    port = (settings.worker_health_port, settings.worker_second_health_port)[index]
+    base = services.prefect_worker(home, env["PREFECT_API_URL"], settings.work_pool_name, settings.host, port, env)
+    queues = ["--work-queue", "default", "--work-queue", worker_queue(index)]
+    return dataclasses.replace(
+        base, name=f"prefect-worker-{WORKERS[index]}", argv=[*base.argv, *queues], startup_timeout=STARTUP_TIMEOUT
+    )
+
+
+def bridge(settings: Settings, exported: dict[str, str]) -> Service:
+    base = services.s3_bridge(settings.home, settings.sqs_wait_seconds, exported)
+    return dataclasses.replace(
+        base, env={**base.env, **settings.prefect_client_env(settings.prefect_api_urls[0])}, startup_timeout=STARTUP_TIMEOUT
+    )
+
+
+# --- object store ----------------------------------------------------------------------------------------
+
+
+def ensure_result_storage(settings: Settings) -> str | None:
+    """The s3-bucket block every worker keeps task results and cache records in; None for a local folder."""
+    if not settings.result_storage_is_block:
+        return None
+    import os
+
+    from prefect.settings import temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_URL
+    from prefect_aws import AwsCredentials, S3Bucket
+
+    block_type, name = settings.resolved_result_storage.split("/")
+    if block_type != "s3-bucket":
+        raise ValueError(f"result_storage {settings.resolved_result_storage!r}: the stack creates s3-bucket blocks only")
+    client_parameters = {"endpoint_url": settings.resolved_s3_endpoint_url} if settings.resolved_s3_endpoint_url else {}
+    # No keys in the block: each process signs with its own AWS credentials (environment, role).
+    block = S3Bucket(
+        bucket_name=settings.s3_bucket, bucket_folder="prefect-results",
+        credentials=AwsCredentials(region_name=settings.aws_region, aws_client_parameters=client_parameters),
+    )
+    auth = settings.prefect_auth_string.get_secret_value() if settings.prefect_auth_string else os.environ.get("PREFECT_API_AUTH_STRING")
+    with temporary_settings({PREFECT_API_URL: settings.resolved_prefect_api_url, PREFECT_API_AUTH_STRING: auth}):
+        block.save(name, overwrite=True)
+    return settings.resolved_result_storage
+
+
+def services_in_order(settings: Settings, exported: dict[str, str]) -> list[Service]:
+    """Every service of the layout, in start order (``down`` stops them in reverse)."""
+    layout = [mlflow(settings), prefect_api(settings, 0), prefect_api(settings, 1), prefect_services(settings)]
+    layout.append(bridge(settings, exported))
+    for index in range(len(WORKERS)):
+        layout += [fork_server(settings, index, exported), worker(settings, index, exported)]
+    return layout
