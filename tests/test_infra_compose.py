@@ -30,9 +30,6 @@ CONTAINER_ONLY_FLAGS = {
 # Services of third-party images whose commands no native process mirrors (PostgreSQL and Redis run
 # natively as the machine's own servers; Prometheus and Grafana have no native counterpart).
 THIRD_PARTY = {"postgres", "redis", "prometheus", "grafana"}
-# Commands the production profile adds to the embedded stack's (infra/production.py), compared with it
-# as soon as leanops.settings has the `profile` setting; until then they are listed here, unchecked.
-PRODUCTION_ONLY = {"prefect-migrate", "prefect-api-a", "prefect-api-b", "prefect-services", "mlflow", "worker-a"}
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +47,7 @@ def test_the_production_layout_is_complete(compose):
     services = compose["services"]
     expected = {
         "postgres", "redis", "s3", "s3-setup", "prefect-migrate", "prefect-api-a", "prefect-api-b", "prefect-services",
-        "mlflow", "worker-a", "fork-server-a", "s3-bridge", "serving", "prometheus", "grafana",
+        "prefect-setup", "mlflow", "worker-a", "fork-server-a", "s3-bridge", "serving", "prometheus", "grafana",
     }
     assert expected <= set(services)
     # Migrations once, before any API process or the services start.
@@ -67,6 +64,11 @@ def test_the_production_layout_is_complete(compose):
     assert fork["pid"] == "service:worker-a"
     assert {v.split(":")[0] for v in worker["volumes"]} == {v.split(":")[0] for v in fork["volumes"]}
     assert fork["user"] == worker["user"] and worker["user"].split(":")[0] != "0"
+    # leanops and Prefect's own client talk to the same API process.
+    for name, service in services.items():
+        env = service.get("environment") or {}
+        if "PREFECT_API_URL" in env and "build" in service and name not in {"prefect-migrate", "prefect-api-a", "prefect-api-b", "prefect-services"}:
+            assert env.get("LEANOPS_PREFECT_API_URL") == env["PREFECT_API_URL"], name
     # Prometheus scrapes the endpoint that compose runs.
     prometheus = yaml.safe_load((INFRA / "prometheus" / "prometheus.yml").read_text())
     targets = [t for job in prometheus["scrape_configs"] for c in job["static_configs"] for t in c["targets"]]
@@ -133,21 +135,14 @@ def shape(argv: list[str]) -> tuple[str, tuple[str, ...], frozenset[str]]:
     return re.sub(r"^python3?(\.\d+)?$", "python", program), tuple(subcommands), frozenset(t for t in rest if t.startswith("-"))
 
 
-def settings_has_profiles() -> bool:
-    from leanops.settings import Settings
-
-    return "profile" in Settings.model_fields
-
-
 def native_shapes(tmp_path: Path) -> set[tuple[str, tuple[str, ...], frozenset[str]]]:
-    """Every command infra.stack starts, in each profile it has, plus the one-off commands it runs."""
+    """Every command infra.stack starts, in both profiles, plus the one-off commands it runs."""
     from infra import stack
     from leanops.settings import Settings
 
-    profiles = [{"profile": "embedded"}, {"profile": "production"}] if settings_has_profiles() else [{}]
     shapes = set()
-    for overrides in profiles:
-        settings = Settings(home=tmp_path / "home", **overrides)
+    for profile in ("embedded", "production"):
+        settings = Settings(home=tmp_path / "home", profile=profile)
         shapes |= {shape(service.argv) for service in stack.all_services(settings)}
     return shapes | one_off_shapes()
 
@@ -168,7 +163,7 @@ def one_off_shapes() -> set[tuple[str, tuple[str, ...], frozenset[str]]]:
 
 def test_every_compose_command_is_one_the_native_stack_runs(compose, tmp_path):
     native = native_shapes(tmp_path)
-    checked, awaiting = [], []
+    checked = []
     for name, service in compose["services"].items():
         if name in THIRD_PARTY:
             assert "build" not in service, f"{name} is listed as a third-party image"
@@ -183,16 +178,9 @@ def test_every_compose_command_is_one_the_native_stack_runs(compose, tmp_path):
         if (program, subcommands, flags) in native:
             checked.append(name)
             continue
-        if not settings_has_profiles() and name in PRODUCTION_ONLY:
-            # Until then: a production command may add flags to an embedded one, never drop any.
-            same = [s for s in native if s[:2] == (program, subcommands)]
-            assert not same or any(s[2] <= flags for s in same), f"{name}: {command} drops flags of {same}"
-            awaiting.append(name)
-            continue
         candidates = sorted(str(s) for s in native if s[0] == program)
         pytest.fail(f"{name}: {command} is not a command infra.stack runs; its commands for {program}:\n" + "\n".join(candidates))
-    assert {"s3", "s3-setup", "fork-server-a", "s3-bridge", "serving"} <= set(checked)
-    assert len(checked) + len(awaiting) == len(compose["services"]) - len(THIRD_PARTY)
+    assert len(checked) == len(compose["services"]) - len(THIRD_PARTY)
 
 
 def assert_snippet_uses_the_stack(name: str, code: str) -> None:
@@ -205,10 +193,12 @@ def assert_snippet_uses_the_stack(name: str, code: str) -> None:
     for module, attribute in imported:
         assert module.split(".")[0] in {"infra", "leanops"}, f"{name}: {module}"
         assert callable(getattr(importlib.import_module(module), attribute)), f"{name}: {module}.{attribute}"
-    up_source = (INFRA / "stack.py").read_text()
+    up_source = (INFRA / "stack.py").read_text().split("def up", 1)[1]
     for module, attribute in imported:
         if module == "infra.stack":
-            assert f"{attribute}(" in up_source.split("def up", 1)[1], f"{name}: infra.stack up never calls {attribute}"
+            assert re.search(rf"(?<![.\w]){attribute}\(", up_source), f"{name}: infra.stack up never calls {attribute}"
+        elif module == "infra.production":
+            assert f"production.{attribute}(" in up_source, f"{name}: infra.stack up never calls production.{attribute}"
 
 
 def test_shape_keeps_flags_and_drops_values():
