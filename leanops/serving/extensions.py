@@ -37,8 +37,9 @@ class Router(Protocol):
     def aliases(self, spec: Spec) -> tuple[str, ...]:
         """The aliases to keep loaded for this model (the champion is always among them)."""
 
-    def route(self, spec: Spec, loaded: Mapping[str, ServedModel]) -> Route:
-        """Choose for one request, among the aliases loaded right now (``loaded`` always holds one)."""
+    def route(self, spec: Spec, loaded: Mapping[str, ServedModel], key: str | None = None) -> Route:
+        """Choose for one request, among the aliases loaded right now (``loaded`` always holds the champion).
+        ``key`` identifies the request (its ``request_id``): a hash of it makes the choice deterministic."""
 
 
 class ChampionOnly:
@@ -47,7 +48,7 @@ class ChampionOnly:
     def aliases(self, spec: Spec) -> tuple[str, ...]:
         return (CHAMPION,)
 
-    def route(self, spec: Spec, loaded: Mapping[str, ServedModel]) -> Route:
+    def route(self, spec: Spec, loaded: Mapping[str, ServedModel], key: str | None = None) -> Route:
         return Route(CHAMPION)
 
 

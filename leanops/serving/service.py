@@ -98,7 +98,8 @@ class PredictionService:
             state = self.follower.state(name)
             why = state.error if state and state.error else "no champion loaded (none registered yet, or still loading)"
             return self._refuse(name, 503, "not_loaded", f"model {name!r} cannot answer: {why}")
-        route = self.router.route(spec, loaded)
+        request_id = uuid.uuid4().hex
+        route = self.router.route(spec, loaded, key=request_id)
         served = loaded.get(route.answer, loaded[CHAMPION])
         try:
             output = await served.predict(rows)
@@ -108,7 +109,6 @@ class PredictionService:
             self.metrics.requests.labels(name, served.version, "500").inc()
             self.metrics.errors.labels(name, "prediction_failed").inc()
             return Answer(500, {"detail": f"{served.label} failed to predict: {type(exc).__name__}: {exc}"[:1000]})
-        request_id = uuid.uuid4().hex
         predictions = [{"id": str(uuid.uuid4()), **d} for d in described]
         self._count(served, "answer", described)
         self.metrics.requests.labels(name, served.version, "200").inc()

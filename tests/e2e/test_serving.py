@@ -8,6 +8,7 @@ come from the promotion event (the check itself is tested in-process below).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -29,7 +30,9 @@ from leanops.serving.requests import request_rows
 from leanops.spec import load_spec
 from support import spec_copy, wait_for
 
-pytestmark = pytest.mark.e2e
+# The first test also trains two models and starts the endpoint (imports MLflow, pandas, Prefect): about
+# 30 s on an idle machine, over 10 minutes seen here with a load average of 17.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1500)]
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -67,23 +70,23 @@ def models(mlflow_server, prefect_server, tmp_path_factory):
     return {"folder": folder, "spec": spec, "name": name, "unborn": unborn.name, "v1": v1, "v2": v2, "rows": rows}
 
 
-@pytest.fixture(scope="module")
-def endpoint(models, settings):
-    port = free_port()
-    log_path = models["folder"] / "serving.log"
+@contextlib.contextmanager
+def running_endpoint(argv: list[str], folder: Path, log_name: str):
+    """The endpoint started by ``argv`` serving the specs of ``folder``, ready; stopped (its process group) after."""
+    log_path = folder / log_name
     env = {
         **os.environ,
-        "LEANOPS_SPECS_DIR": str(models["folder"]),
+        "LEANOPS_SPECS_DIR": str(folder),
         "LEANOPS_SERVING_ALIAS_CHECK_SECONDS": "3600",
+        "LEANOPS_HOME": str(folder / "home"),
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     }
+    port = free_port()
     with log_path.open("ab") as log:
         process = subprocess.Popen(  # noqa: S603 - our own module
-            [sys.executable, "-m", "serving", "--port", str(port), "--workers", "1"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [*argv, "--port", str(port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
-    base = f"http://127.0.0.1:{port}"
-    client = httpx.Client(base_url=base, timeout=30)
+    client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
 
     def ready():
         assert process.poll() is None, log_path.read_text()[-3000:]
@@ -93,7 +96,7 @@ def endpoint(models, settings):
             return False
 
     try:
-        wait_for(ready, "the endpoint to be ready", deadline=240, interval=0.5)
+        wait_for(ready, "the endpoint to be ready", deadline=600, interval=0.5)
         yield client
     finally:
         client.close()
@@ -103,6 +106,12 @@ def endpoint(models, settings):
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+@pytest.fixture(scope="module")
+def endpoint(models):
+    with running_endpoint([sys.executable, "-m", "serving", "--workers", "1"], models["folder"], "serving.log") as client:
+        yield client
 
 
 def post(client: httpx.Client, name: str, body) -> httpx.Response:
@@ -274,3 +283,21 @@ def test_without_events_the_alias_check_follows_a_move(models, settings):
         service.stop()
     loaded = metrics.reloads.labels(name, "champion", "poll", "loaded")._value.get()
     assert loaded == 1
+
+
+def test_leanops_serve_with_two_workers_counts_every_worker_in_one_scrape(models):
+    """`leanops serve --workers 2`: two processes on one port, and /metrics (whichever answers) adds both up."""
+    name = models["name"]
+    argv = [str(Path(sys.executable).parent / "leanops"), "serve", "--workers", "2"]
+    with running_endpoint(argv, models["folder"], "serving-2.log") as client:
+        statuses = []
+        # /ready answered from one worker; the other may still be loading (503 until then): count both.
+        while statuses.count(200) < 30:
+            # A new connection each time: the kernel hands connections to either worker, a kept-alive one to one.
+            row = models["rows"][len(statuses) % len(models["rows"])]
+            statuses.append(httpx.post(f"{client.base_url}models/{name}/predict", json=row, headers={"connection": "close"}, timeout=30).status_code)
+            assert len(statuses) < 2000 and set(statuses) <= {200, 503}, statuses[-5:]
+        samples = scrape(client)
+    champion = registry.alias_version(name, registry.CHAMPION)
+    assert value(samples, "leanops_serving_requests_total", model=name, version=champion, status="200") == 30
+    assert value(samples, "leanops_serving_requests_total", model=name, version="", status="503") == statuses.count(503)
