@@ -295,7 +295,7 @@ def test_leanops_serve_with_two_workers_counts_every_worker_in_one_scrape(models
         while statuses.count(200) < 30:
             # A new connection each time: the kernel hands connections to either worker, a kept-alive one to one.
             row = models["rows"][len(statuses) % len(models["rows"])]
-            statuses.append(httpx.post(f"{client.base_url}models/{name}/predict", json=row, headers={"connection": "close"}, timeout=30).status_code)
+            statuses.append(httpx.post(f"{str(client.base_url).rstrip('/')}/models/{name}/predict", json=row, headers={"connection": "close"}, timeout=30).status_code)
             assert len(statuses) < 2000 and set(statuses) <= {200, 503}, statuses[-5:]
         samples = scrape(client)
     champion = registry.alias_version(name, registry.CHAMPION)
