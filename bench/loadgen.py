@@ -81,27 +81,36 @@ def _head(host: str, port: int, path: str, body: bytes) -> bytes:
     ).encode()
 
 
-async def _fixed_rate(host, port, path, bodies, rate, seconds, label) -> LoadResult:
+async def _fixed_rate(host, port, path, bodies, rate, seconds, label, max_connections=64, grace=10.0) -> LoadResult:
+    """At most ``max_connections`` open (as wrk2's fixed connections): a request due while all are busy
+    waits for one, and that wait counts in its latency. Requests unanswered ``grace`` seconds after the
+    last one was due count as failed: a server far behind the rate cannot stretch the run forever."""
     loop = asyncio.get_running_loop()
-    idle: list[Connection] = []
+    idle: asyncio.Queue[Connection] = asyncio.Queue()
+    for _ in range(max_connections):
+        idle.put_nowait(Connection(host, port))
     latencies: list[float] = []
     failed = 0
     bodies_iter = cycle(bodies)
 
     async def one(due: float, body: bytes) -> None:
         nonlocal failed
-        connection = idle.pop() if idle else Connection(host, port)
+        connection = await idle.get()
         try:
             status = await connection.request(_head(host, port, path, body), body)
         except (OSError, ConnectionError, asyncio.IncompleteReadError):
             connection.close()
             failed += 1
+            idle.put_nowait(connection)
             return
+        except asyncio.CancelledError:
+            connection.close()
+            raise
         if status == 200:
             latencies.append(loop.time() - due)
         else:
             failed += 1
-        idle.append(connection)
+        idle.put_nowait(connection)
 
     n = int(rate * seconds)
     started = loop.time()
@@ -112,10 +121,13 @@ async def _fixed_rate(host, port, path, bodies, rate, seconds, label) -> LoadRes
         if delay > 0:
             await asyncio.sleep(delay)
         tasks.append(loop.create_task(one(due, next(bodies_iter))))
-    await asyncio.gather(*tasks)
-    elapsed = loop.time() - started
-    for connection in idle:
-        connection.close()
+    done, late = await asyncio.wait(tasks, timeout=grace)
+    for task in late:
+        task.cancel()
+    failed += len(late)
+    elapsed = min(loop.time(), started + seconds + grace) - started
+    while not idle.empty():
+        idle.get_nowait().close()
     return LoadResult(label, n, len(latencies), failed, elapsed, tuple(latencies))
 
 
