@@ -15,6 +15,10 @@ class BatchReadError(LeanopsError):
     """A batch could not be read as a table (empty file, unknown format, corrupt bytes)."""
 
 
+class BatchTooLarge(BatchReadError):
+    """A batch object is larger than this process may read into memory (refused before reading it)."""
+
+
 class ObjectNotFound(BatchReadError):
     """No object (or file) at that URI."""
 

@@ -25,7 +25,7 @@ class MonitoringTarget:
 
 
 def resolve_target(spec: str, batch_uri: str, bucket: str, key: str, incoming_prefix: str, version_id: str = "") -> MonitoringTarget:
-    """The batch to check and its model. A key ``<incoming_prefix><model>/<file>`` names the model;
+    """The batch to check and its model. A key ``<incoming_prefix><model>/<file>`` (given, or in ``batch_uri``) names the model;
     a version id pins the object version that was announced (versioned buckets)."""
     uri = batch_uri or (f"s3://{bucket}/{key}" if bucket and key else "")
     if version_id and uri.startswith("s3://") and "?versionId=" not in uri:
@@ -34,12 +34,19 @@ def resolve_target(spec: str, batch_uri: str, bucket: str, key: str, incoming_pr
         raise BatchReadError("no batch to check: pass batch_uri, or bucket and key")
     if spec:
         return MonitoringTarget(spec, uri)
-    model = model_from_key(key, incoming_prefix)
+    model = model_from_key(key or _key_of(uri), incoming_prefix)
     if model is None:
         raise BatchReadError(
             f"cannot tell which model {uri} belongs to: expected a key like {incoming_prefix}<model>/<file>, or pass spec"
         )
     return MonitoringTarget(model, uri)
+
+
+def _key_of(uri: str) -> str:
+    """The object key of an ``s3://bucket/key[?versionId=...]`` URI ("" for a local path)."""
+    if not uri.startswith("s3://"):
+        return ""
+    return uri[len("s3://"):].partition("/")[2].split("?versionId=", 1)[0]
 
 
 def model_from_key(key: str, incoming_prefix: str) -> str | None:

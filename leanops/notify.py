@@ -203,6 +203,22 @@ class Notifier:
             logger.error("Slack alert %s failed unexpectedly: %s: %s", alert.dedup_key, type(exc).__name__, exc)
             return SendOutcome("failed", f"{type(exc).__name__}: {exc}")
 
+    def check_token(self) -> tuple[bool, str]:
+        """(whether Slack accepts the configured token, what Slack said): one ``auth.test`` call, no message posted."""
+        from slack_sdk.errors import SlackApiError
+
+        token = self.settings.slack_token.get_secret_value() if self.settings.slack_token else ""
+        if not token:
+            return False, "no Slack token configured (LEANOPS_SLACK_TOKEN): alerts are logged, not sent"
+        try:
+            answer = self._web_client(token).auth_test()
+        except SlackApiError as exc:
+            error = exc.response.get("error", "") if exc.response is not None and isinstance(exc.response.data, dict) else str(exc)
+            return False, f"Slack refused the token: {error}"
+        except Exception as exc:  # noqa: BLE001 - network errors of every kind after the retries: the answer
+            return False, f"Slack unreachable: {type(exc).__name__}: {exc}"
+        return True, f"Slack accepts the token (team {answer.get('team', '?')}, user {answer.get('user', '?')}); alerts go to {self.settings.slack_channel}"
+
     def resolve(self, model: str, kind: str) -> None:
         """Close the (model, kind) thread: the next such alert starts a new top-level message."""
         try:

@@ -64,6 +64,13 @@ class Settings(BaseSettings):
     sqs_max_receive_count: int = 10
     bridge_max_backoff_seconds: float = 30.0
 
+    # A batch object larger than this is refused (BatchTooLarge) before it is read. Unset: what the
+    # process's memory limit (RLIMIT_DATA / RLIMIT_AS, e.g. `ulimit -d` on the worker) leaves free,
+    # divided by batch_memory_factor; no limit set, no refusal.
+    max_batch_bytes: int | None = None
+    # Memory a batch takes while read, per byte of its file (bytes, decoded columns, the DataFrame).
+    batch_memory_factor: float = 6.0
+
     work_pool_name: str = "leanops-pool"
     worker_health_port: int = 5061
     aws_region: str = "us-east-1"

@@ -20,6 +20,7 @@ from typing import Any
 import pandas as pd
 
 from leanops.errors import BatchReadError, ObjectNotFound, StorageCredentialsMissing, TransientIOError
+from leanops.memory import check_batch_fits
 from leanops.settings import LOCAL_AWS_CREDENTIALS, Settings, get_settings
 
 _PARQUET_MAGIC = b"PAR1"
@@ -243,10 +244,33 @@ def parse_table(uri: str, data: bytes) -> pd.DataFrame:
     raise BatchReadError(f"{uri}: unknown table format (use .parquet or .csv)")
 
 
+def _size(uri: str, settings: Settings | None) -> int:
+    if is_s3(uri):
+        return stat(uri, settings).size
+    path = local_path(uri)
+    if not path.exists():
+        raise ObjectNotFound(f"{uri}: no such file")
+    return path.stat().st_size
+
+
 def read_table(uri: str, settings: Settings | None = None) -> tuple[pd.DataFrame, str]:
-    """Read a parquet or CSV table; returns it with the content fingerprint of its bytes."""
+    """Read a parquet or CSV table; returns it with the content fingerprint of its bytes. A file larger than
+    this process may hold is refused (BatchTooLarge) from its size alone, before it is read."""
+    check_batch_fits(uri, _size(uri, settings), settings)
     data = read_bytes(uri, settings)
     return parse_table(uri, data), _hash_bytes(data)
+
+
+def upload_file(path: str | Path, uri: str, settings: Settings | None = None) -> str:
+    """Copy a local file to ``uri`` without holding it in memory (S3: a streamed multipart upload)."""
+    if not is_s3(uri):
+        return write_bytes(uri, Path(path).read_bytes(), settings)
+    bucket, key = split_s3_uri(uri)
+    try:
+        s3_client(settings).upload_file(str(path), bucket, key)
+    except Exception as exc:  # noqa: BLE001 - translated to our error types
+        raise _translate_boto_error(uri, exc) from exc
+    return uri
 
 
 def write_table(frame: pd.DataFrame, uri: str, settings: Settings | None = None) -> str:

@@ -129,3 +129,19 @@ def mark_crashed(
     answer(payload, as_json, lambda: console.print(
         f"flow run {run.name} ({run.id}): {before} -> Crashed\n  {payload['url']}", highlight=False, soft_wrap=True,
     ))
+
+
+def slack_check(as_json: bool = JSON_OPTION) -> None:
+    """Ask Slack whether it accepts the configured token (LEANOPS_SLACK_TOKEN, from the environment or .env),
+    without posting anything. Exits 1 if it does not (e.g. token_expired, invalid_auth).
+
+    Example:
+
+        leanops slack-check
+    """
+    from leanops.notify import Notifier
+
+    ok, said = Notifier().check_token()
+    if not ok:
+        fail(said, as_json)
+    answer({"ok": True, "said": said}, as_json, lambda: console.print(said, highlight=False))

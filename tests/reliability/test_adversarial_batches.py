@@ -2,11 +2,14 @@
 
 Each gets its own error or outcome, the champion alias never moves, and the manifest records the batch:
 a rejected one as ``rejected: <error>: <reason>`` (never re-checked, never silently dropped), a
-strange-but-valid one with its verdict."""
+strange-but-valid one with its verdict. A file larger than the run's memory cap, announced by the bucket's
+notification, is refused from its size before a byte is read (never a MemoryError or an OOM kill)."""
 
 from __future__ import annotations
 
 import io
+import os
+import time
 
 import numpy as np
 import pandas as pd
@@ -139,3 +142,49 @@ def test_a_strange_but_valid_batch_is_checked_and_the_champion_stays(champion_hi
     assert processed_mark(uri).status == outcome.status
     assert registry.get_champion(name).version == champion_history["version"]
     row.survived, row.data_lost = True, f"none (checked: {outcome.status}, {says})"
+
+
+# The run's memory cap (RLIMIT_DATA: the heap and other private memory; RLIMIT_AS would count the ~1 GB of
+# address space the imports reserve and never touch). Its imports alone take ~450 MB of it (VmData, measured).
+RUN_MEMORY_CAP = 768 * 2**20
+
+
+def test_a_file_larger_than_the_runs_memory_is_refused_before_it_is_read(champion_history, stack, tmp_path, record):
+    import resource
+    import subprocess
+    import sys
+
+    from leanops import events
+    from leanops.errors import BatchTooLarge
+    from support import wait_for_events
+
+    row = record("7 adversarial batch", "a file larger than the run's memory cap (RLIMIT_DATA 768 MB), announced by S3")
+    name = champion_history["name"]
+    big = tmp_path / "huge.parquet"
+    with big.open("wb") as handle:  # a 910 MB parquet-looking file, written without holding it in memory
+        handle.write(b"PAR1")
+        handle.truncate(RUN_MEMORY_CAP + 100 * 2**20)
+    key = f"{stack.s3_incoming_prefix}{name}/huge.parquet"
+    uri = storage.upload_file(big, f"s3://{stack.s3_bucket}/{key}")
+    (landed,) = wait_for_events(stack.resolved_prefect_api_url, events.BATCH_LANDED, uri, timeout=60)[:1]
+
+    # The run its trigger starts, from the notification's parameters, in a process capped as a worker caps it.
+    payload = landed["payload"]
+    started = time.monotonic()
+    run = subprocess.run(
+        [sys.executable, "-m", "flows.drift_monitor", "--bucket", payload["bucket"], "--key", payload["key"],
+         *(["--version-id", payload["version_id"]] if payload.get("version_id") else [])],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "LEANOPS_SPECS_DIR": str(champion_history["specs"])},
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_DATA, (RUN_MEMORY_CAP, RUN_MEMORY_CAP)),
+    )
+
+    assert run.returncode == 1, run.stderr[-3000:]
+    assert "drift-monitor: Failed" in run.stderr and "MemoryError" not in run.stdout + run.stderr, run.stderr[-3000:]
+    mark = processed_mark(uri)
+    assert mark is not None and mark.status.startswith(f"rejected: {BatchTooLarge.__name__}: "), mark
+    assert "is more than this run may read into memory" in mark.status and "RLIMIT_DATA" in mark.status
+    assert history_statuses(name, uri) == []
+    assert registry.get_champion(name).version == champion_history["version"]
+    row.survived, row.recover_seconds = True, time.monotonic() - started
+    row.data_lost = "none (rejected before reading: BatchTooLarge)"

@@ -1,6 +1,7 @@
 """Scenario 8 (the parts not covered elsewhere): a rollback with no previous champion ever, and rollbacks
 that name a version or model that does not exist. Each fails with a message that says what is missing and
-moves no alias.
+moves no alias. An approval nobody answers in time: the run ends Completed with a recorded rejection
+(Slack says so), the aliases stay, and a later promotion of the same version asks a person again.
 
 Covered in tests/e2e/test_promote.py, not repeated here: a second rollback after the previous champion was
 spent (test_rollback_restores_the_previous_champion_and_records_why), a promote after a rollback
@@ -10,11 +11,14 @@ promotions racing (test_racing_promotions_end_with_one_champion_a_correct_previo
 
 from __future__ import annotations
 
+import time
+
 import pytest
+from prefect.client.orchestration import get_client
 
 from leanops import registry
 from leanops.errors import ModelNotFound
-from support import spec_copy
+from support import environment, spec_copy, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -62,3 +66,92 @@ def test_a_rollback_of_a_model_never_registered_says_so(stack, tmp_path, record)
         state.result()
     assert not registry.model_exists(name)
     row.survived, row.data_lost = True, "none (nothing created)"
+
+
+def _promote_in_thread(**parameters):
+    """promote in a thread under a fresh tag; (thread, {"state": ...}, tag)."""
+    import threading
+    import uuid
+
+    from prefect import tags
+
+    from flows.promote import promote
+
+    tag, out = f"t-{uuid.uuid4().hex[:8]}", {}
+
+    def target():
+        with tags(tag):
+            out["state"] = promote(**parameters, return_state=True)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, out, tag
+
+
+def _resume_when_paused(tag: str, **run_input) -> None:
+    """Answer the Resume form of the run tagged ``tag`` once it is paused and its form is saved."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+    from prefect.flow_runs import resume_flow_run
+
+    def paused_run():
+        with get_client(sync_client=True) as client:
+            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[tag])))
+        return runs[0].id if runs and runs[0].state is not None and runs[0].state.is_paused() else None
+
+    run_id = wait_for(paused_run, f"the promote run tagged {tag} to pause for approval", 90, 0.3)
+
+    def resumed():
+        try:
+            resume_flow_run(run_id, run_input=run_input)
+        except RuntimeError:  # the form's schema is saved just after the pause: try again
+            return False
+        return True
+
+    wait_for(resumed, f"run {run_id} to accept the answer", 30, 0.3)
+
+
+def test_an_approval_nobody_answers_is_a_recorded_rejection_and_a_later_promote_asks_again(small_champion, stack, slack, tmp_path, record):
+    from flows.promote import promote
+    from leanops.aliases import alias_history
+
+    row = record("8 approval times out", "nobody answers the Resume form within the spec's 3 s")
+    name = f"reliability-approval-{small_champion['version']}-{tmp_path.name[-6:]}"
+    (version,) = [str(registry.client().copy_model_version(f"models:/{small_champion['name']}/{small_champion['version']}", name).version)]
+    # No champion yet, and gates a small model passes: the decision is "promote", so a person is asked.
+    gates = {
+        "promotion__approval": "manual", "promotion__must_beat_baseline": False, "promotion__min_primary": 0.5,
+        "promotion__latency_budget_ms_per_1k_rows": 1e6,  # the latency gate measures this machine's load, not the model
+    }
+    hasty = spec_copy(tmp_path, name, promotion__approval_timeout_seconds=3, **gates)
+    before = aliases(name)
+
+    with environment(LEANOPS_SLACK_TOKEN="xoxb-reliability", LEANOPS_SLACK_BASE_URL=slack.base_url):
+        state = promote(spec=str(hasty), version=version, return_state=True)
+
+    # The run ends as the decision it records (Completed, not Failed by the expired pause), and says so.
+    assert state.is_completed(), state.message
+    change = state.result()
+    assert (change.action, change.by) == ("rejected", "timeout") and "no answer within 3 s" in change.reason
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(state.state_details.flow_run_id).state.type.value == "COMPLETED"
+    assert aliases(name) == before
+    assert [(c.action, c.by) for c in alias_history(name)] == [("rejected", "timeout")]
+    titles = [post["blocks"][0]["text"]["text"] for post in slack.delivered()]
+    assert any(f"v{version} passed its gates and awaits approval" in t for t in titles), titles
+    assert any(f"v{version} rejected; champion stays vnone" in t for t in titles), titles
+    assert "no answer within 3 s" in str(slack.delivered()[-1]["blocks"])
+
+    # A later promotion of the same version asks a person again (the timeout is no answer), and an answer counts.
+    recovered_from = time.monotonic()
+    (tmp_path / "patient").mkdir()
+    patient = spec_copy(tmp_path / "patient", name, promotion__approval_timeout_seconds=120, **gates)
+    thread, out, tag = _promote_in_thread(spec=str(patient), version=version)
+    _resume_when_paused(tag, approve=True, approver="ana", reason="checked by hand after the timeout")
+    thread.join(120)
+    approved = out["state"].result()
+    assert (approved.action, approved.by) == ("promoted", "ana")
+    assert aliases(name)[registry.CHAMPION] == version
+    assert [(c.action, c.by) for c in alias_history(name)] == [("rejected", "timeout"), ("promoted", "ana")]
+    row.survived, row.recover_seconds = True, time.monotonic() - recovered_from
+    row.data_lost = "none (rejection recorded, aliases unchanged, asked again)"
