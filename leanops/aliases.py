@@ -89,7 +89,8 @@ def apply_promotion(decision: PromotionDecision, flow_run_url: str = "", setting
     version_tags = audit.decision_tags(decision, change)
     with recorded(change, version_tags, settings):
         if action == "promoted":
-            registry.get_version(name, decision.challenger_version, settings)  # deleted meanwhile: ModelNotFound, nothing moved
+            # Deleted meanwhile, or a half-registered version: ModelNotFound, nothing moved.
+            registry.require_complete(registry.get_version(name, decision.challenger_version, settings))
             _move_champion(name, decision.challenger_version, champion, settings)
         registry.set_version_tags(name, change.version, version_tags, settings)
     return change
@@ -104,7 +105,7 @@ def rollback_candidates(
         raise ModelNotFound(f"no registered model {name!r}")
     champion = registry.get_champion(name, settings)
     if to_version is not None:
-        return champion, registry.get_version(name, str(to_version), settings)
+        return champion, registry.require_complete(registry.get_version(name, str(to_version), settings))
     previous = registry.get_alias(name, registry.PREVIOUS_CHAMPION, settings)
     if previous is None and not missing_ok:
         raise ModelNotFound(f"model {name!r} has no {registry.PREVIOUS_CHAMPION!r} to roll back to; pass to_version")
@@ -132,7 +133,7 @@ def apply_rollback(
     version_tags = audit.rollback_tags(change)
     with recorded(change, version_tags, settings):
         if action == "rolled_back":
-            registry.get_version(name, str(target), settings)
+            registry.require_complete(registry.get_version(name, str(target), settings))
             registry.set_alias(name, registry.CHAMPION, str(target), settings)
             if previous is not None:
                 registry.delete_alias(name, registry.PREVIOUS_CHAMPION, settings)

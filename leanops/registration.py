@@ -4,6 +4,13 @@ holdout) and one registered version pointing at its model, under an alias.
 Registration is all-or-nothing: a failure after the version exists deletes the version, marks the run
 failed and moves no alias. Registration is idempotent: a training key (data fingerprint, spec, params,
 code) already registered returns the existing version instead of creating another.
+
+It converges when the undo cannot run (the process was killed, or MLflow died mid-way): a version is
+created "pending" (``registry.REGISTRATION_TAG``) and marked "complete" only once its alias is set, so
+an interrupted registration leaves at most a pending version. Promotion and rollback never take one
+(``registry.require_complete``), and the next registration of the same training key removes it (its
+aliases go with it) before registering again. Callers serialise registrations of one model
+(tasks/register.py holds the model's "registration" lock), so a pending version seen here is abandoned.
 """
 
 from __future__ import annotations
@@ -96,7 +103,10 @@ def register_training(
 ) -> RegistrationResult:
     """Log one run (params, metrics, lineage, model, reference sample, holdout) and register a version."""
     name = spec.registered_model_name
-    existing = registry.find_by_training_key(name, training_key, settings)
+    earlier = registry.versions_by_training_key(name, training_key, settings)
+    for unfinished in (info for info in earlier if not info.registration_complete):
+        _remove_unfinished(unfinished, settings)
+    existing = next((info for info in earlier if info.registration_complete), None)
     if existing is not None:
         log.info("training key %s already registered as %s v%s: nothing new registered", training_key, name, existing.version)
         return RegistrationResult(name, existing.version, existing.run_id, existing.model_uri, False, run_url(existing.run_id, settings=settings), alias)
@@ -112,11 +122,13 @@ def register_training(
         version_tags = {
             **lineage.as_tags(),
             registry.TRAINING_KEY_TAG: training_key,
+            registry.REGISTRATION_TAG: registry.PENDING,
             "leanops.primary_metric": spec.metric.primary,
             f"leanops.metric.{spec.metric.primary}": f"{evaluation.model[spec.metric.primary]:.6f}",
         }
         version = registry.create_version(name, logged.model_uri, run.run_id, version_tags, logged.model_id, run.url, settings=settings)
         registry.set_alias(name, alias, version, settings)
+        registry.set_version_tags(name, version, {registry.REGISTRATION_TAG: registry.COMPLETE}, settings)
         tracking.end_run(run.run_id, settings=settings)
     except Exception as exc:
         _undo_registration(name, version, run.run_id, settings)
@@ -124,6 +136,19 @@ def register_training(
             raise RegistryUnavailable(f"registering {name}; nothing was registered: {exc}") from exc
         raise RegistrationFailed(f"registering {name} failed ({type(exc).__name__}: {exc}); nothing was registered") from exc
     return RegistrationResult(name, version, run.run_id, f"models:/{name}/{version}", True, run.url, alias)
+
+
+def _remove_unfinished(info: registry.ModelVersionInfo, settings: Settings | None) -> None:
+    """Delete a version an interrupted registration left pending (MLflow drops its aliases with it)."""
+    log.warning("removing %s v%s: its registration (run %s) did not finish", info.name, info.version, info.run_id)
+    registry.delete_version(info.name, info.version, settings=settings)
+    if info.run_id:
+        try:
+            tracking.end_run(info.run_id, failed=True, settings=settings)
+        except RegistryUnavailable:
+            raise
+        except Exception:  # noqa: BLE001 - the run may be gone (deleted by hand): the version was what mattered
+            log.exception("could not mark run %s failed", info.run_id)
 
 
 def _undo_registration(name: str, version: str | None, run_id: str, settings: Settings | None) -> None:

@@ -25,6 +25,11 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 PREVIOUS_CHAMPION = "previous-champion"
 TRAINING_KEY_TAG = "leanops.training_key"
+# A version is written "pending" and marked "complete" only once its alias is set: a version still
+# pending was left by a registration that did not finish (its process or MLflow died). Versions from
+# before this tag existed have none and are complete.
+REGISTRATION_TAG = "leanops.registration"
+PENDING, COMPLETE = "pending", "complete"
 REFERENCE_ARTIFACT = "reference/reference.parquet"
 HOLDOUT_ARTIFACT = "evaluation/holdout.parquet"
 IMPORTANCE_ARTIFACT = "evaluation/feature_importance.json"
@@ -45,6 +50,10 @@ class ModelVersionInfo:
     def fingerprint(self) -> str:
         return f"{self.name}:v{self.version}"
 
+    @property
+    def registration_complete(self) -> bool:
+        return self.tags.get(REGISTRATION_TAG) != PENDING
+
 
 def _info(mv, mlflow_client, with_metrics: bool = True) -> ModelVersionInfo:
     metrics: dict[str, float] = {}
@@ -64,12 +73,28 @@ def _info(mv, mlflow_client, with_metrics: bool = True) -> ModelVersionInfo:
 
 
 @speaks_to_mlflow
-def find_by_training_key(name: str, training_key: str, settings: Settings | None = None) -> ModelVersionInfo | None:
+def versions_by_training_key(name: str, training_key: str, settings: Settings | None = None) -> list[ModelVersionInfo]:
+    """Every version of ``name`` registered from ``training_key``, complete or not, oldest first."""
     mlflow_client = client(settings)
     found = mlflow_client.search_model_versions(f"name = '{name}' and tags.`{TRAINING_KEY_TAG}` = '{training_key}'")
-    if not found:
-        return None
-    return _info(sorted(found, key=lambda mv: int(mv.version))[0], mlflow_client)
+    return [_info(mv, mlflow_client) for mv in sorted(found, key=lambda mv: int(mv.version))]
+
+
+def find_by_training_key(name: str, training_key: str, settings: Settings | None = None) -> ModelVersionInfo | None:
+    """The first complete version registered from ``training_key``, or None."""
+    complete = [info for info in versions_by_training_key(name, training_key, settings) if info.registration_complete]
+    return complete[0] if complete else None
+
+
+def require_complete(info: ModelVersionInfo) -> ModelVersionInfo:
+    """``info`` if its registration finished; a ModelNotFound naming the fix otherwise (no alias move,
+    promotion or rollback ever takes a half-registered version)."""
+    if not info.registration_complete:
+        raise ModelNotFound(
+            f"{info.name} v{info.version} is a registration that did not finish (run {info.run_id or '?'} stopped "
+            "before marking it complete): rerun the retrain, which removes it and registers again"
+        )
+    return info
 
 
 # --- reading the registry -----------------------------------------------------------------------
@@ -273,7 +298,7 @@ def resolve_version(name: str, ref: str | None = None, settings: Settings | None
             )
     if not info.model_uri or not info.run_id:
         raise ModelNotFound(f"{name} v{info.version} has no run or model to evaluate")
-    return info
+    return require_complete(info)
 
 
 @speaks_to_mlflow
