@@ -142,8 +142,9 @@ def prefect_worker(home: Path, api_url: str, pool: str, host: str, health_port: 
     """A process worker polling ``pool``; runs flow code from the project root (relative entrypoints)."""
     return Service(
         name="prefect-worker",
+        # Started again whenever it exits: it gives up after ~20 s without its server (infra/respawn.py).
         argv=[
-            str(BIN / "prefect"), "worker", "start",
+            str(BIN / "python"), "-m", "infra.respawn", "--", str(BIN / "prefect"), "worker", "start",
             "--pool", pool, "--type", "process", "--name", f"leanops-worker-{health_port}", "--with-healthcheck",
         ],
         health_url=f"http://{host}:{health_port}/health",

@@ -3,8 +3,9 @@
 ``up`` starts, on 127.0.0.1 with all state under ``LEANOPS_HOME`` (default ``.leanops/``):
 moto's S3 + SQS endpoint (then the bucket, the batch queue with its dead-letter queue, and the
 bucket notification for ``<prefix>*<suffix>``), the MLflow tracking server, the Prefect server
-(SQLite), the S3 event bridge, the fork server that starts flow runs warm, and a Prefect process
-worker on the work pool. Each step is idempotent:
+(SQLite) with the automation that marks flow runs without heartbeats Crashed, the S3 event bridge,
+the fork server that starts flow runs warm, and a Prefect process worker on the work pool. Each
+step is idempotent:
 ``up`` on a running stack only checks it. ``down`` stops everything (process groups, SIGKILL
 fallback). moto keeps its buckets in memory: ``down`` forgets the objects, ``up`` recreates the setup.
 """
@@ -85,14 +86,23 @@ def bridge(settings: Settings) -> Service:
     return services.s3_bridge(settings.home, settings.sqs_wait_seconds, child_env(settings))
 
 
+def flow_run_env() -> dict[str, str]:
+    """What every process that runs flows gets from the stack: the heartbeat period the zombie-run
+    automation is sized with (deployments/zombie_runs.py), so a live run always beats often enough."""
+    from deployments.zombie_runs import HEARTBEAT_ENV, heartbeat_seconds
+
+    heartbeat = heartbeat_seconds()
+    return {} if heartbeat is None else {HEARTBEAT_ENV: str(heartbeat)}
+
+
 def fork_server(settings: Settings) -> Service:
-    env = {**services.prefect_env(settings.home, settings.resolved_prefect_api_url), **child_env(settings)}
+    env = {**services.prefect_env(settings.home, settings.resolved_prefect_api_url), **child_env(settings), **flow_run_env()}
     return services.fork_server(settings.home, settings.resolved_fork_server_socket, env)
 
 
 def worker(settings: Settings) -> Service:
     # The deployments' flow-run command (prefect.yaml) asks the fork server at this socket for a warm process.
-    env = {**child_env(settings), "LEANOPS_FORK_SERVER_SOCKET": str(settings.resolved_fork_server_socket)}
+    env = {**child_env(settings), **flow_run_env(), "LEANOPS_FORK_SERVER_SOCKET": str(settings.resolved_fork_server_socket)}
     return services.prefect_worker(
         settings.home, settings.resolved_prefect_api_url, settings.work_pool_name, settings.host,
         settings.worker_health_port, env,
@@ -145,6 +155,13 @@ def provision_s3(settings: Settings) -> tuple[str, str]:
         settings.s3_bucket, arn, settings.s3_incoming_prefix, settings.s3_incoming_suffix, settings
     )
     return url, dead_url
+
+
+def ensure_zombie_run_automation(settings: Settings) -> str:
+    """Flow runs that stop sending heartbeats (process killed) end Crashed instead of Running forever."""
+    from deployments.zombie_runs import ensure_zombie_automation
+
+    return ensure_zombie_automation(settings.resolved_prefect_api_url)
 
 
 def _api_request(settings: Settings, path: str) -> urllib.request.Request:
@@ -219,6 +236,7 @@ def up(settings: Settings) -> None:
         for future in servers:
             future.result()
     step(f"work pool {settings.work_pool_name}", lambda: ensure_work_pool(settings))
+    step("zombie-run automation", lambda: ensure_zombie_run_automation(settings))
     step("S3 event bridge", lambda: services.start(bridge(settings), home))
     step("Prefect worker", lambda: services.start(worker(settings), home))
     step("online endpoint", lambda: services.start(endpoint(settings), home))

@@ -4,13 +4,16 @@ must not use up the cooldown.
 The record per model holds when the last *successful* retrain started and which retrains are running
 now (claims). A drift retrain is turned away while another retrain of the model runs or within the
 cooldown after the last success. A claim becomes the last success when its run completes, and is
-dropped when it fails; a claim whose run died without saying so (killed) lapses after the cooldown.
+dropped when it fails. A run killed without a word (SIGKILL, a lost machine) runs no hook: the next
+claim settles such claims from the runs' final states as the orchestrator records them (a killed run
+ends Crashed once it stops sending heartbeats); a claim nobody can settle lapses after the cooldown.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
+from collections.abc import Mapping
 from typing import Any
 
 # Only these reasons are throttled: a schedule or a person asking for a retrain always gets one.
@@ -47,6 +50,14 @@ class CooldownRecord:
     def released(self, run_id: str) -> CooldownRecord:
         """A failed (or cancelled) retrain gives its claim back: it does not count as a retrain."""
         return replace(self, running={k: v for k, v in self.running.items() if k != run_id})
+
+    def settled_by(self, ended: Mapping[str, bool]) -> CooldownRecord:
+        """Settle the claims of runs that ended without settling them: run id -> whether it completed
+        (its claim becomes the last retrain) or not (crashed, failed, cancelled, gone: released)."""
+        record = self
+        for run_id, completed in ended.items():
+            record = record.succeeded(run_id) if completed else record.released(run_id)
+        return record
 
     def running_since(self, cooldown_minutes: float, now: datetime, except_run: str = "") -> datetime | None:
         """Start of the oldest live claim of another run (claims older than the cooldown have lapsed)."""
@@ -101,9 +112,14 @@ def decide_retrain(
     return RetrainGate(True, reason, last_retrain_at, f"retrain ({reason}); cooldown since {last_retrain_at.isoformat()} has passed")
 
 
-def claim(record: CooldownRecord, reason: str, run_id: str, cooldown_minutes: float, now: datetime | None = None) -> tuple[RetrainGate, CooldownRecord]:
-    """Decide whether ``run_id`` may retrain and, if so, the record with its claim (the caller writes it
-    back in the same critical section). A retry of the same run finds its own claim and passes again."""
+def claim(
+    record: CooldownRecord, reason: str, run_id: str, cooldown_minutes: float, now: datetime | None = None,
+    ended: Mapping[str, bool] | None = None,
+) -> tuple[RetrainGate, CooldownRecord]:
+    """Decide whether ``run_id`` may retrain and the record to write back in the same critical section:
+    the claims of ``ended`` runs settled (see :meth:`CooldownRecord.settled_by`) and, if allowed, this
+    run's claim added. A retry of the same run finds its own claim and passes again."""
     now = now or datetime.now(timezone.utc)
+    record = record.settled_by({run: done for run, done in (ended or {}).items() if run != run_id})
     gate = decide_retrain(reason, record.last_retrain_at, cooldown_minutes, now, record.running_since(cooldown_minutes, now, run_id))
     return gate, (record.claimed(run_id, now) if gate.allowed else record)

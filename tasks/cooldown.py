@@ -4,6 +4,8 @@ The record (leanops.cooldown.CooldownRecord) lives in a Prefect variable, so it 
 the server (a row in its database) and of workers; every read-modify-write of it holds the model's
 "retrain-cooldown" lock, so two retrains claiming at once see each other. The retrain flow's hooks
 settle the claim: completed -> it counts as the last retrain; failed, crashed or cancelled -> released.
+A run killed without a word runs no hook; each claim first settles the other claims whose runs the
+server records as ended (a killed run is Crashed by the zombie-run automation, deployments/zombie_runs.py).
 """
 
 from __future__ import annotations
@@ -12,8 +14,12 @@ import logging
 import uuid
 from datetime import datetime
 
-from prefect import get_run_logger, runtime, task
+from uuid import UUID
+
+from prefect import get_client, get_run_logger, runtime, task
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.objects import StateType
 from prefect.variables import Variable
 
 from leanops import cooldown
@@ -23,16 +29,21 @@ from tasks._locks import model_lock
 from tasks._policies import RETRY_IO
 
 
-def _variable_name(model_name: str) -> str:
+def variable_name(model_name: str) -> str:
     return f"leanops-last-retrain-{model_name}".replace("_", "-")
 
 
 def _read(model_name: str) -> CooldownRecord:
-    return CooldownRecord.from_json(Variable.get(_variable_name(model_name), default=None))
+    return CooldownRecord.from_json(Variable.get(variable_name(model_name), default=None))
 
 
 def _write(model_name: str, record: CooldownRecord) -> None:
-    Variable.set(_variable_name(model_name), record.to_json(), overwrite=True)
+    Variable.set(variable_name(model_name), record.to_json(), overwrite=True)
+
+
+def cooldown_record(model_name: str) -> CooldownRecord:
+    """What the cooldown remembers of the model now: its last successful retrain and the live claims."""
+    return _read(model_name)
 
 
 def last_retrain_at(spec: Spec) -> datetime | None:
@@ -40,13 +51,39 @@ def last_retrain_at(spec: Spec) -> datetime | None:
     return _read(spec.name).last_retrain_at
 
 
+_ENDED = {StateType.COMPLETED, StateType.FAILED, StateType.CRASHED, StateType.CANCELLED}
+
+
+def ended_runs(run_ids: list[str]) -> dict[str, bool]:
+    """Of these flow runs, the ones that ended (run id -> completed?): a final state, or deleted."""
+    ids = {run_id: UUID(run_id) for run_id in run_ids if _is_uuid(run_id)}
+    if not ids:
+        return {}
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(ids.values()))), limit=len(ids))
+    states = {str(run.id): run.state_type for run in runs}
+    return {run_id: states.get(run_id) == StateType.COMPLETED for run_id in ids if states.get(run_id, StateType.CRASHED) in _ENDED}
+
+
+def _is_uuid(text: str) -> bool:
+    try:
+        UUID(text)
+    except ValueError:
+        return False
+    return True
+
+
 @task(cache_policy=NO_CACHE, **RETRY_IO)
 def claim_retrain(spec: Spec, reason: str) -> RetrainGate:
     run_id = str(runtime.flow_run.id or uuid.uuid4())
     with model_lock(spec.name, "retrain-cooldown"):
-        gate, record = cooldown.claim(_read(spec.name), reason, run_id, spec.retrain_window.cooldown_minutes)
-        if gate.allowed:
+        stored = _read(spec.name)
+        ended = ended_runs([other for other in stored.running if other != run_id])
+        gate, record = cooldown.claim(stored, reason, run_id, spec.retrain_window.cooldown_minutes, ended=ended)
+        if record != stored:
             _write(spec.name, record)
+    if ended:
+        get_run_logger().info("settled the claims of retrains that ended without settling them: %s", ended)
     get_run_logger().info(gate.explanation)
     return gate
 

@@ -41,6 +41,9 @@ _ENV = {
     # A run refused by a deployment's concurrency limit (ENQUEUE) is retried after this, not 30 s.
     "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "5",
     "PREFECT_LOCAL_STORAGE_PATH": str(HOME / "prefect-results"),
+    # Flow runs beat every 30 s (Prefect's minimum; default 180): the zombie-run automation the session's
+    # server gets (deployments/zombie_runs.py) then marks a killed run Crashed ~90 s after its last beat.
+    "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "30",
     "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{PORTS['mlflow']}",
     "AWS_ACCESS_KEY_ID": "leanops",
     "AWS_SECRET_ACCESS_KEY": "leanops",
@@ -83,11 +86,12 @@ def mlflow_server(settings):
 
 @pytest.fixture(scope="session")
 def prefect_server(settings):
-    """A real Prefect server (SQLite) for the whole session."""
-    from infra import services
+    """A real Prefect server (SQLite) for the whole session, with the stack's zombie-run automation."""
+    from infra import services, stack
 
     service = services.prefect_server(HOME, settings.host, settings.prefect_port)
     services.start(service, HOME)
+    stack.ensure_zombie_run_automation(settings)
     yield settings.resolved_prefect_api_url
     # Send the logs still buffered while the server is up: at exit, Prefect's log worker would retry
     # a stopped server for about a minute.

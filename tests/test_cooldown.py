@@ -64,6 +64,20 @@ def test_a_claim_of_a_run_killed_without_a_word_lapses_after_the_cooldown():
     assert cooldown.claim(record, "drift", "next", 60, now=NOW + timedelta(minutes=61))[0].allowed
 
 
+def test_the_next_claim_settles_the_claims_of_runs_that_ended_without_a_word():
+    """A killed run runs no hook; once the server records it as ended, its claim no longer blocks."""
+    _, record = cooldown.claim(CooldownRecord(), "drift", "killed", 60, now=NOW)
+    later = NOW + timedelta(minutes=1)
+
+    gate, after = cooldown.claim(record, "drift", "next", 60, now=later, ended={"killed": False})
+    assert gate.allowed and after == CooldownRecord(None, {"next": later})
+    # A run that completed but could not settle its claim counts as the last retrain.
+    gate, after = cooldown.claim(record, "drift", "next", 60, now=later, ended={"killed": True})
+    assert not gate.allowed and "cooldown" in gate.explanation and after == CooldownRecord(NOW, {})
+    # A run never settles its own claim by being listed: a retry of it keeps it.
+    assert cooldown.claim(record, "drift", "killed", 60, now=later, ended={"killed": False})[1] == record
+
+
 @pytest.mark.parametrize("stored, expected", [
     (None, CooldownRecord()),
     ("2026-11-27T12:00:00+00:00", CooldownRecord(NOW)),  # the earlier format: the last retrain's start
