@@ -19,6 +19,7 @@ the retention setting.
 
 from __future__ import annotations
 
+import logging
 import threading
 import uuid
 from collections.abc import Callable, Sequence
@@ -26,13 +27,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from leanops import storage
 from leanops.canary import in_log_sample
 from leanops.settings import Settings, get_settings
 from leanops.spec import Spec
+
+logger = logging.getLogger(__name__)
 
 LOG_FOLDER = "_predictions"
 SAMPLE, INSPECT, LABELS, REMAINDER = "sample", "inspect", "labels", "remainder"
@@ -93,21 +95,18 @@ class FeatureRanges:
         categories = {c: frozenset(reference[c].dropna().astype(str)) for c in spec.categorical_features if c in reference}
         return cls(numeric, categories)
 
-    def reasons(self, rows: pd.DataFrame) -> list[list[str]]:
-        """Per row, which inputs lie outside what training saw (``temp=131 > 104``, ``dest='XYZ' unseen``)."""
-        found: list[list[str]] = [[] for _ in range(len(rows))]
+    def reasons(self, row: dict[str, Any]) -> list[str]:
+        """Which inputs of one row lie outside what training saw (``temp=131 outside [..]``, ``dest='XYZ' unseen``).
+        Plain Python per row: it runs for every answered prediction, in the endpoint's process."""
+        found = []
         for column, (low, high) in self.numeric.items():
-            if column not in rows:
-                continue
-            values = pd.to_numeric(rows[column], errors="coerce").to_numpy(dtype=float)
-            for i in np.flatnonzero((values < low) | (values > high)):
-                found[i].append(f"{column}={values[i]:g} outside [{low:g}, {high:g}]")
+            value = row.get(column)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and not low <= value <= high and value == value:
+                found.append(f"{column}={value:g} outside [{low:g}, {high:g}]")
         for column, known in self.categories.items():
-            if column not in rows:
-                continue
-            for i, value in enumerate(rows[column].tolist()):
-                if value is not None and value == value and str(value) not in known:
-                    found[i].append(f"{column}={value!r} unseen")
+            value = row.get(column)
+            if value is not None and value == value and str(value) not in known:
+                found.append(f"{column}={value!r} unseen")
         return found
 
 
@@ -138,6 +137,7 @@ class PredictionLog:
         self._lock = threading.Lock()
         self._buffers: dict[str, list[dict]] = {SAMPLE: [], INSPECT: []}
         self._sequence = 0
+        self.dropped = 0
 
     def offer(self, records: Sequence[Any]) -> None:
         """Log some answered predictions (``leanops.serving.extensions.PredictionRecord``: prediction_id, version,
@@ -165,19 +165,24 @@ class PredictionLog:
             with self._lock:
                 self._buffers[SAMPLE].extend(sample)
                 self._buffers[INSPECT].extend(inspect)
+                self._bound()
+
+    def _bound(self) -> None:
+        """While the store cannot be written, keep the newest rows only (a bounded memory, the drop counted)."""
+        for stream, cap in ((SAMPLE, max(self.settings.prediction_log_max_rows, 2 * sample_batch_rows(self.spec))),
+                            (INSPECT, self.settings.prediction_log_max_rows)):
+            excess = len(self._buffers[stream]) - cap
+            if excess > 0:
+                del self._buffers[stream][:excess]
+                self.dropped += excess
 
     def _out_of_range(self, records: Sequence[Any]) -> list[list[str]]:
-        found: list[list[str]] = [[] for _ in records]
-        by_version: dict[str, list[int]] = {}
-        for i, record in enumerate(records):
-            by_version.setdefault(record.version, []).append(i)
-        for version, positions in by_version.items():
-            ranges = self._ranges(version) if self._ranges is not None else None
-            if ranges is None:
-                continue
-            rows = pd.DataFrame.from_records([records[i].row for i in positions])
-            for i, reasons in zip(positions, ranges.reasons(rows)):
-                found[i] = reasons
+        if self._ranges is None:
+            return [[] for _ in records]
+        found = []
+        for record in records:
+            ranges = self._ranges(record.version)
+            found.append(ranges.reasons(record.row) if ranges is not None else [])
         return found
 
     def pending(self) -> dict[str, int]:
@@ -209,6 +214,7 @@ class PredictionLog:
                 with self._lock:
                     for later_prefix, later_rows in batches[index:]:
                         self._buffers[INSPECT if later_prefix.endswith(f"/{INSPECT}/") else SAMPLE][:0] = later_rows
+                    self._bound()
                 raise
         return written
 
@@ -237,6 +243,8 @@ class LogFlusher:
                     log.flush()
                     self.last_error = None
                 except Exception as exc:  # noqa: BLE001 - the rows stay buffered and the next round retries; serving goes on
+                    if self.last_error is None:
+                        logger.warning("the prediction log of %s cannot be written (kept in memory, retried): %s", log.spec.name, exc)
                     self.last_error = f"{log.spec.name}: {type(exc).__name__}: {exc}"
 
     def start(self) -> None:

@@ -34,12 +34,28 @@ def load_specs(settings: Settings):
     return {spec.name: spec for spec in folder.specs.values()}
 
 
+def default_router(specs, settings: Settings) -> Router:
+    """Canary and shadow as each spec's ``serving`` section says (the champion alone where it gives no share)."""
+    from leanops.serving.canary_router import CanaryRouter
+    from leanops.serving.metrics import process_metrics
+
+    return CanaryRouter(specs, process_metrics().registry, settings)
+
+
+def default_sink(specs, settings: Settings) -> PredictionSink | None:
+    """The prediction log, for the specs that keep one (``serving.log_sample_share`` / ``low_confidence_below``)."""
+    from leanops.serving.log_sink import PredictionLogSink, logs_predictions
+
+    return PredictionLogSink(specs, settings) if any(logs_predictions(s) for s in specs.values()) else None
+
+
 def create_app(
     settings: Settings | None = None, router: Router | None = None, sink: PredictionSink | None = None,
     follow_events: bool | None = None,
 ) -> FastAPI:
     settings = settings or get_settings()
-    service = PredictionService(load_specs(settings), settings, router=router, sink=sink)
+    specs = load_specs(settings)
+    service = PredictionService(specs, settings, router=router or default_router(specs, settings), sink=sink or default_sink(specs, settings))
     follow = settings.serving_follow_events if follow_events is None else follow_events
 
     @contextlib.asynccontextmanager

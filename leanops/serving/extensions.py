@@ -117,6 +117,12 @@ class SinkDispatcher:
                 log.exception("the prediction sink failed on %d records", len(records))
 
     def close(self, timeout: float = 10.0) -> None:
-        """Let the queued batches reach the sink (up to ``timeout``), then stop."""
+        """Let the queued batches reach the sink (up to ``timeout``), then stop; a sink with ``close`` writes its rest."""
         self._queue.put(None)
         self._thread.join(timeout)
+        closing = getattr(self.sink, "close", None)
+        if closing is not None:
+            try:
+                closing()
+            except Exception:  # noqa: BLE001 - stopping anyway: what could not be written is reported, nothing else is lost
+                log.exception("the prediction sink could not write its last records")

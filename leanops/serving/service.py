@@ -71,6 +71,12 @@ class PredictionService:
     def stop(self) -> None:
         self.follower.stop()
         self.sink.close()
+        closing = getattr(self.router, "close", None)
+        if closing is not None:
+            try:
+                closing()
+            except Exception:  # noqa: BLE001 - stopping anyway: the live summary is written again by the next process
+                log.exception("the router could not write its last live summary")
         self._executor.shutdown(wait=False, cancel_futures=True)
 
     def loaded(self, name: str) -> dict[str, ServedModel]:
