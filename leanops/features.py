@@ -1,24 +1,127 @@
 """Pure feature transforms: raw batch columns -> model features and target, and the time-aware split.
 
-``SpecFeatures`` is the first step of every logged model, so a served model takes raw columns
-(the same columns a batch carries) and derives calendar features itself.
+Every logged model starts with ``spec_columns(spec, ...)``: a scikit-learn ``ColumnTransformer`` that
+takes raw columns (the same columns a batch carries), types them and derives calendar features. It is
+built only from scikit-learn's ``FunctionTransformer`` around pandas functions and ``operator``
+callables, so a logged model loads and predicts where scikit-learn, pandas and XGBoost are installed,
+without leanops. ``SpecFeatures`` (the earlier, leanops-made first step) stays importable so versions
+registered with it still load where leanops is installed.
 """
 
 from __future__ import annotations
 
+import functools
+import operator
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.compose import ColumnTransformer
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer
 
 from leanops.errors import ContractViolation
 from leanops.results import Batch, FeatureSet, combine_fingerprints
-from leanops.spec import Spec, label_text
+from leanops.spec import FeatureSpec, Spec, label_text
 
 FEATURES_VERSION = "1"  # bump when a transform here changes meaning: invalidates cached feature sets
 
+# What a logged model's feature steps call, beyond scikit-learn's own types: skops refuses any type not
+# named on load. Each is a pandas function or a standard-library callable; none is ours.
+FEATURE_TRUSTED_TYPES = [
+    "functools.partial",
+    "operator.attrgetter",
+    "operator.methodcaller",
+    "pandas.core.tools.datetimes.to_datetime",
+    "pandas.core.tools.numeric.to_numeric",
+]
+
+# pandas' name of each calendar part a spec can derive (``FeatureSpec.derive``).
+CALENDAR_PARTS = {"weekday": "dayofweek", "month": "month", "hour_of_day": "hour", "day_of_year": "dayofyear"}
+
+
+def _step(function) -> FunctionTransformer:
+    # DataFrame in, DataFrame out, columns kept: "one-to-one" names the output after the input.
+    return FunctionTransformer(function, feature_names_out="one-to-one")
+
+
+def _cast(kind: str) -> list[tuple[str, FunctionTransformer]]:
+    """Numbers as float64 (anything unreadable missing); categories as text, missing stays missing
+    (an integer id is a label, not a quantity: 3 is the category "3")."""
+    if kind == "numeric":
+        return [
+            ("to_number", _step(operator.methodcaller("apply", functools.partial(pd.to_numeric, errors="coerce")))),
+            ("as_float", _step(operator.methodcaller("astype", "float64"))),
+        ]
+    return [
+        ("as_text", _step(operator.methodcaller("astype", "string"))),
+        # scikit-learn's encoders read NaN as missing, not pandas' NA.
+        ("as_object", _step(operator.methodcaller("astype", "object"))),
+        ("missing_as_nan", _step(operator.methodcaller("fillna", np.nan))),
+    ]
+
+
+def _derive(part: str, timezone: str) -> list[tuple[str, FunctionTransformer]]:
+    """A calendar part of the time column (ISO strings or datetimes; naive ones read as UTC) in the spec's zone."""
+    return [
+        ("parse_utc", _step(operator.methodcaller("apply", functools.partial(pd.to_datetime, utc=True, format="ISO8601")))),
+        ("to_zone", _step(operator.methodcaller("astype", f"datetime64[ns, {timezone}]"))),
+        ("part", _step(operator.methodcaller("apply", operator.attrgetter(f"dt.{CALENDAR_PARTS[part]}")))),
+    ]
+
+
+def feature_order(spec: Spec) -> list[FeatureSpec]:
+    """The spec's features as models see them: numeric ones first, then categorical, each in spec order."""
+    return [f for f in spec.features if f.kind == "numeric"] + [f for f in spec.features if f.kind == "categorical"]
+
+
+def feature_groups(spec: Spec) -> list[tuple[str, list[FeatureSpec], list[str]]]:
+    """(name, features, raw input columns) in ``feature_order``: each derived feature alone (from the time
+    column), runs of raw features of one kind together (one transformer per run keeps a one-row predict fast)."""
+    groups: list[tuple[str, list[FeatureSpec], list[str]]] = []
+    for feature in feature_order(spec):
+        if feature.derive:
+            groups.append((feature.name, [feature], [spec.time.column]))
+        elif groups and not groups[-1][1][0].derive and groups[-1][1][0].kind == feature.kind:
+            groups[-1][1].append(feature)
+            groups[-1][2].append(feature.name)
+        else:
+            groups.append((f"{feature.kind}_{len(groups)}", [feature], [feature.name]))
+    return groups
+
+
+def _feature_steps(spec: Spec, feature: FeatureSpec) -> list[tuple[str, FunctionTransformer]]:
+    derive = _derive(feature.derive, spec.time.timezone) if feature.derive else []
+    return [*derive, *_cast(feature.kind)]
+
+
+def spec_columns(spec: Spec, numeric: Sequence[tuple[str, object]] = (), categorical: Sequence[tuple[str, object]] = ()) -> ColumnTransformer:
+    """Raw columns -> the spec's features, each kind followed by its own encoding steps (``numeric`` /
+    ``categorical``: scikit-learn (name, transformer) steps). Columns come out in ``feature_order``."""
+    transformers = []
+    for name, features, columns in feature_groups(spec):
+        encode = numeric if features[0].kind == "numeric" else categorical
+        transformers.append((name, Pipeline([*_feature_steps(spec, features[0]), *encode]), columns))
+    return ColumnTransformer(transformers, verbose_feature_names_out=False)
+
+
+def feature_frame(frame: pd.DataFrame, spec: Spec) -> pd.DataFrame:
+    """The spec's features of raw rows, named and in ``feature_order``: numbers as float64, categories as
+    text or None. The values a model's first step computes, as a table (drift compares these)."""
+    parts = []
+    for _, features, columns in feature_groups(spec):
+        values = Pipeline(_feature_steps(spec, features[0])).fit_transform(frame[columns])
+        values.columns = [f.name for f in features]
+        parts.append(values)
+    out = pd.concat(parts, axis=1) if parts else pd.DataFrame(index=frame.index)
+    categorical = spec.categorical_features
+    out[categorical] = out[categorical].where(out[categorical].notna(), None)
+    return out
+
 
 class SpecFeatures(TransformerMixin, BaseEstimator):
-    """Derive and type the spec's features from raw columns. Stateless; plain-typed params (skops-safe)."""
+    """The first step of models registered before ``spec_columns``: kept so they load (leanops installed)."""
 
     def __init__(self, numeric=(), categorical=(), derived=(), time_column=None, timezone="UTC"):
         self.numeric = numeric
@@ -38,18 +141,12 @@ class SpecFeatures(TransformerMixin, BaseEstimator):
         for name in [*self.numeric, *self.categorical]:
             part = derived.get(name)
             if part is not None:
-                values = {
-                    "weekday": times.dt.dayofweek,
-                    "month": times.dt.month,
-                    "hour_of_day": times.dt.hour,
-                    "day_of_year": times.dt.dayofyear,
-                }[part]
+                values = getattr(times.dt, CALENDAR_PARTS[part])
             else:
                 values = X[name]
             if name in self.numeric:
                 out[name] = pd.to_numeric(values, errors="coerce").astype("float64")
             else:
-                # Categories are strings everywhere (an integer id is a label, not a quantity).
                 out[name] = values.astype("object").where(values.notna(), None).map(
                     lambda v: None if v is None else str(v)
                 )
@@ -57,17 +154,6 @@ class SpecFeatures(TransformerMixin, BaseEstimator):
 
     def get_feature_names_out(self, input_features=None):
         return np.asarray([*self.numeric, *self.categorical], dtype=object)
-
-
-def spec_features(spec: Spec) -> SpecFeatures:
-    derived = tuple((f.name, f.derive) for f in spec.features if f.derive)
-    return SpecFeatures(
-        numeric=tuple(spec.numeric_features),
-        categorical=tuple(spec.categorical_features),
-        derived=derived,
-        time_column=spec.time.column if spec.time else None,
-        timezone=spec.time.timezone if spec.time else "UTC",
-    )
 
 
 def model_input_columns(spec: Spec) -> list[str]:

@@ -1,6 +1,7 @@
 """Build, fit and evaluate models: XGBoost (hist) in a scikit-learn pipeline, plus a baseline it must beat.
 
-Both pipelines start with ``SpecFeatures``, so they take the raw batch columns.
+Both pipelines are ``features`` (``leanops.features.spec_columns``: raw batch columns -> typed, derived and
+encoded features) then ``model``, made only of scikit-learn and XGBoost classes: a logged model needs no leanops.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.compose import ColumnTransformer
 from sklearn.dummy import DummyClassifier, DummyRegressor
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression, Ridge
@@ -27,11 +27,11 @@ from sklearn.metrics import (
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
-from leanops.features import class_names, spec_features
+from leanops.features import class_names, feature_order, spec_columns
 from leanops.results import EvalResult, FeatureSet, TrainResult, combine_fingerprints
 from leanops.spec import Spec
 
-MODELING_VERSION = "1"  # bump when the model recipe changes: invalidates cached fits
+MODELING_VERSION = "2"  # bump when the model recipe changes: invalidates cached fits
 
 DEFAULT_XGB_PARAMS: dict[str, Any] = {"n_estimators": 300, "max_depth": 6, "learning_rate": 0.1}
 
@@ -45,19 +45,9 @@ def xgb_params(spec: Spec, params: dict[str, Any] | None = None) -> dict[str, An
     return merged
 
 
-def _encoder(spec: Spec) -> ColumnTransformer:
+def _ordinal() -> list[tuple[str, OrdinalEncoder]]:
     # Ordinal codes are enough for trees; unseen or missing categories get -1 rather than failing a prediction.
-    return ColumnTransformer(
-        [
-            ("numeric", "passthrough", spec.numeric_features),
-            (
-                "categorical",
-                OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1, encoded_missing_value=-1, dtype=np.float32),
-                spec.categorical_features,
-            ),
-        ],
-        verbose_feature_names_out=False,
-    )
+    return [("encode", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1, encoded_missing_value=-1, dtype=np.float32))]
 
 
 def build_model(spec: Spec, params: dict[str, Any] | None = None, n_jobs: int | None = None) -> Pipeline:
@@ -65,31 +55,24 @@ def build_model(spec: Spec, params: dict[str, Any] | None = None, n_jobs: int | 
 
     estimator_cls = XGBClassifier if spec.is_classifier else XGBRegressor
     estimator = estimator_cls(**xgb_params(spec, params), n_jobs=n_jobs)
-    return Pipeline([("features", spec_features(spec)), ("encode", _encoder(spec)), ("model", estimator)])
+    return Pipeline([("features", spec_columns(spec, categorical=_ordinal())), ("model", estimator)])
 
 
 def build_baseline(spec: Spec) -> Pipeline:
     if spec.model.baseline == "dummy":
         estimator = DummyClassifier(strategy="prior") if spec.is_classifier else DummyRegressor()
-        return Pipeline([("features", spec_features(spec)), ("encode", _encoder(spec)), ("model", estimator)])
-    encode = ColumnTransformer(
-        [
-            ("numeric", Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]), spec.numeric_features),
-            (
-                "categorical",
-                Pipeline(
-                    [
-                        ("impute", SimpleImputer(strategy="constant", fill_value="__missing__")),
-                        ("onehot", OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=20)),
-                    ]
-                ),
-                spec.categorical_features,
-            ),
-        ]
+        return Pipeline([("features", spec_columns(spec, categorical=_ordinal())), ("model", estimator)])
+    columns = spec_columns(
+        spec,
+        numeric=[("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())],
+        categorical=[
+            ("impute", SimpleImputer(strategy="constant", fill_value="__missing__")),
+            ("onehot", OneHotEncoder(handle_unknown="infrequent_if_exist", min_frequency=20)),
+        ],
     )
     # lbfgs fits a multinomial model when there are more than two classes.
     estimator = LogisticRegression(max_iter=300) if spec.is_classifier else Ridge()
-    return Pipeline([("features", spec_features(spec)), ("encode", encode), ("model", estimator)])
+    return Pipeline([("features", columns), ("model", estimator)])
 
 
 def fit_models(features: FeatureSet, spec: Spec, params: dict[str, Any] | None = None) -> TrainResult:
@@ -101,7 +84,7 @@ def fit_models(features: FeatureSet, spec: Spec, params: dict[str, Any] | None =
     fit_seconds = time.perf_counter() - started
     baseline = build_baseline(spec).fit(X, y)
     booster_importance = model.named_steps["model"].feature_importances_
-    names = model.named_steps["encode"].get_feature_names_out()
+    names = [feature.name for feature in feature_order(spec)]  # one encoded column per feature, in this order
     importance = {str(n): float(v) for n, v in sorted(zip(names, booster_importance), key=lambda kv: -kv[1])}
     final_params = xgb_params(spec, params)
     return TrainResult(

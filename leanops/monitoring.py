@@ -11,7 +11,7 @@ import pandas as pd
 
 from leanops import drift
 from leanops.errors import BatchReadError
-from leanops.features import make_target, model_input_columns, spec_features
+from leanops.features import feature_frame, make_target, model_input_columns
 from leanops.modeling import per_class_recall, predict_scores, score
 from leanops.results import DriftResult
 from leanops.settings import Settings, get_settings
@@ -93,9 +93,8 @@ def assess_batch(
     """
     current = sample_rows(batch, spec.drift.sample_cap, spec.drift.seed)
     inputs = model_input_columns(spec)
-    transform = spec_features(spec)
-    reference_features = transform.transform(reference[inputs])
-    current_features = transform.transform(current[inputs])
+    reference_features = feature_frame(reference[inputs], spec)
+    current_features = feature_frame(current[inputs], spec)
     scoring_rows = sample_rows(holdout, spec.drift.sample_cap, spec.drift.seed)
     reference_scores = predict_scores(champion_model, scoring_rows[inputs], spec)
     current_scores = predict_scores(champion_model, current[inputs], spec)

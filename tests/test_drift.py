@@ -410,7 +410,7 @@ def pitch_champion():
     model = modeling.fit_models(feature_set, pitch_spec).model
     return {
         "spec": pitch_spec, "model": model, "later": pitches[month >= 7].reset_index(drop=True),
-        "reference": features.spec_features(pitch_spec).transform(feature_set.X_train),
+        "reference": features.feature_frame(feature_set.X_train, pitch_spec),
         "holdout_scores": modeling.predict_scores(model, feature_set.X_holdout, pitch_spec),
     }
 
@@ -426,7 +426,7 @@ def test_multiclass_prediction_drift_compares_the_predicted_class_shares(pitch_c
     fewer_fastballs = later[(later["PitchType"] != "FF") | (later.index % 10 == 0)]
 
     def check(batch):
-        current = features.spec_features(spec).transform(batch)
+        current = features.feature_frame(batch, spec)
         return drift.compute_drift(
             pitch_champion["reference"], current, spec,
             reference_scores=pitch_champion["holdout_scores"], current_scores=modeling.predict_scores(model, batch, spec),
@@ -446,7 +446,7 @@ def test_the_report_shows_the_same_prediction_drift_when_reference_scores_come_f
     from leanops import features, modeling
 
     spec, model, later = pitch_champion["spec"], pitch_champion["model"], pitch_champion["later"]
-    current = features.spec_features(spec).transform(later)
+    current = features.feature_frame(later, spec)
     scores = dict(reference_scores=pitch_champion["holdout_scores"], current_scores=modeling.predict_scores(model, later, spec))
     assert len(scores["reference_scores"]) != len(pitch_champion["reference"])
 

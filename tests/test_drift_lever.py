@@ -16,13 +16,14 @@ import pandas as pd
 import pytest
 
 from leanops import datasets, drift, registration
-from leanops.features import build_feature_set, model_input_columns, spec_features
+from leanops.features import build_feature_set, model_input_columns
+from leanops.features import feature_frame as spec_feature_frame
 from leanops.results import Batch
 
 
 def feature_frame(raw: pd.DataFrame, spec) -> pd.DataFrame:
     """What drift-monitor compares: the spec's features of the raw model inputs (weekday derived)."""
-    return spec_features(spec).transform(raw[model_input_columns(spec)])
+    return spec_feature_frame(raw[model_input_columns(spec)], spec)
 
 
 @pytest.fixture(scope="module")
