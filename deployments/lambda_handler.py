@@ -10,6 +10,8 @@ Environment:
   LEANOPS_S3_BUCKET_ALLOW_LIST     JSON list or comma-separated names; empty = every bucket
   LEANOPS_S3_INCOMING_PREFIX       default "incoming/"
   LEANOPS_S3_INCOMING_SUFFIX       default ".parquet"
+  LEANOPS_S3_SCORING_PREFIX        default "to-score/" (objects there become leanops.batch.to_score)
+  LEANOPS_S3_SCORING_SUFFIXES      JSON list or comma-separated; default ".parquet,.csv"
 
 Triggers: an SQS queue (returns ``batchItemFailures`` so only failed records are retried; a
 malformed record keeps failing until the queue's redrive policy moves it to the dead-letter queue),
@@ -35,22 +37,35 @@ log.setLevel(logging.INFO)
 # Same defaults as leanops.settings.Settings (tests check they agree): pydantic is not shipped here.
 DEFAULT_PREFIX = "incoming/"
 DEFAULT_SUFFIX = ".parquet"
+DEFAULT_SCORING_PREFIX = "to-score/"
+DEFAULT_SCORING_SUFFIXES = (".parquet", ".csv")
 
 
 class PostFailed(Exception):
     """Prefect did not accept the events."""
 
 
-def object_filter(environ: Mapping[str, str]) -> ObjectFilter:
-    raw = environ.get("LEANOPS_S3_BUCKET_ALLOW_LIST", "").strip()
+def _names(raw: str) -> list[str]:
+    raw = raw.strip()
     if raw.startswith("["):
-        buckets = json.loads(raw)  # the pydantic-settings spelling of a list
-    else:
-        buckets = [b.strip() for b in raw.split(",") if b.strip()]
+        return json.loads(raw)  # the pydantic-settings spelling of a list
+    return [b.strip() for b in raw.split(",") if b.strip()]
+
+
+def object_filter(environ: Mapping[str, str]) -> ObjectFilter:
     return ObjectFilter.of(
-        buckets,
+        _names(environ.get("LEANOPS_S3_BUCKET_ALLOW_LIST", "")),
         environ.get("LEANOPS_S3_INCOMING_PREFIX", DEFAULT_PREFIX),
         environ.get("LEANOPS_S3_INCOMING_SUFFIX", DEFAULT_SUFFIX),
+    )
+
+
+def scoring_filter(environ: Mapping[str, str]) -> ObjectFilter:
+    suffixes = environ.get("LEANOPS_S3_SCORING_SUFFIXES")
+    return ObjectFilter.of(
+        _names(environ.get("LEANOPS_S3_BUCKET_ALLOW_LIST", "")),
+        environ.get("LEANOPS_S3_SCORING_PREFIX", DEFAULT_SCORING_PREFIX),
+        DEFAULT_SCORING_SUFFIXES if suffixes is None else _names(suffixes),
     )
 
 
@@ -77,7 +92,7 @@ def post_events(documents: list[dict[str, Any]], environ: Mapping[str, str], tim
 
 def relay(message: str | Mapping[str, Any], environ: Mapping[str, str]) -> int:
     """Translate one notification and post its events; returns how many were accepted."""
-    events = translate(message, object_filter(environ))
+    events = translate(message, object_filter(environ), scoring_filter(environ))
     if events:
         post_events([event_document(e) for e in events], environ)
     for event in events:

@@ -67,6 +67,7 @@ class Bridge:
         self.heartbeat = heartbeat
         self.fault = fault
         self.filter = ObjectFilter.of(settings.s3_bucket_allow_list, settings.s3_incoming_prefix, settings.s3_incoming_suffix)
+        self.scoring_filter = ObjectFilter.of(settings.s3_bucket_allow_list, settings.s3_scoring_prefix, settings.s3_scoring_suffixes)
         self.tally = Tally()
         self.stopping = threading.Event()
         self._polling = False
@@ -86,9 +87,9 @@ class Bridge:
         if not self._resolve_queues():
             return self.tally
         log.info(
-            "relaying %s -> %s (filter: buckets=%s prefix=%r suffix=%r)",
+            "relaying %s -> %s (filter: buckets=%s prefix=%r suffix=%r; to score: prefix=%r suffixes=%r)",
             self.settings.sqs_queue_name, self.events.url, sorted(self.filter.buckets) or "all",
-            self.filter.prefix, self.filter.suffix,
+            self.filter.prefix, self.filter.suffix, self.scoring_filter.prefix, self.scoring_filter.suffix,
         )
         try:
             while not self.stopping.is_set():
@@ -164,7 +165,7 @@ class Bridge:
         # After this the message is visible to other consumers again: stop retrying and let it go.
         deadline = time.monotonic() + 0.8 * self.settings.sqs_visibility_timeout_seconds
         try:
-            events = translate(message.body, self.filter)
+            events = translate(message.body, self.filter, self.scoring_filter)
         except MalformedNotification as exc:
             self._dead_letter(message, f"malformed notification: {exc}")
             return

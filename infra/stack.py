@@ -34,7 +34,8 @@ from leanops.settings import Settings, get_settings
 _EXPORTED = (
     "home", "host", "prefect_port", "mlflow_port", "s3_port", "prefect_api_url", "mlflow_tracking_uri",
     "s3_endpoint_url", "s3_use_local_endpoint", "s3_bucket", "s3_incoming_prefix", "s3_incoming_suffix",
-    "s3_bucket_allow_list", "sqs_queue_name", "sqs_dead_letter_queue_name", "sqs_visibility_timeout_seconds",
+    "s3_bucket_allow_list", "s3_scoring_prefix", "s3_scoring_suffixes", "s3_scoring_output_prefix",
+    "sqs_queue_name", "sqs_dead_letter_queue_name", "sqs_visibility_timeout_seconds",
     "sqs_wait_seconds", "sqs_max_receive_count", "bridge_max_backoff_seconds", "aws_region", "work_pool_name",
     "serving_port", "serving_workers", "serving_alias_check_seconds",
 )
@@ -152,7 +153,8 @@ def provision_s3(settings: Settings) -> tuple[str, str]:
         attributes={"VisibilityTimeout": str(settings.sqs_visibility_timeout_seconds), "RedrivePolicy": json.dumps(redrive)},
     )
     storage.configure_bucket_notifications(
-        settings.s3_bucket, arn, settings.s3_incoming_prefix, settings.s3_incoming_suffix, settings
+        settings.s3_bucket, arn, settings.s3_incoming_prefix, settings.s3_incoming_suffix, settings,
+        also=[(settings.s3_scoring_prefix, suffix) for suffix in settings.s3_scoring_suffixes],
     )
     return url, dead_url
 

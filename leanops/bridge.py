@@ -1,4 +1,4 @@
-"""S3 notifications in, ``leanops.batch.landed`` events out: pure translation.
+"""S3 notifications in, ``leanops.batch.landed`` (or ``leanops.batch.to_score``) events out: pure translation.
 
 Standard library only (this module, ``events.py`` and ``errors.py``), so an AWS Lambda package can
 ship these three files without dependencies; the long-running relay (``deployments/s3_bridge.py``)
@@ -10,7 +10,9 @@ Three delivery shapes are read, as AWS produces them:
 - the same wrapped by SNS: ``{"Type": "Notification", "Message": "<json string>"}``
 - EventBridge: ``{"source": "aws.s3", "detail-type": "Object Created", "detail": {...}}``
 
-Object keys arrive URL-encoded (a space as ``+``) and are decoded here.
+Object keys arrive URL-encoded (a space as ``+``) and are decoded here. Objects are routed by prefix: under
+the scoring filter's prefix they are batches to score (``flows/score.py``), under the incoming filter's
+batches that landed (drift checks); anything else is ignored.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 from urllib.parse import unquote_plus
 
 from leanops.errors import MalformedNotification
-from leanops.events import LifecycleEvent, batch_landed
+from leanops.events import LifecycleEvent, batch_landed, batch_to_score
 
 _TEST_EVENT = "s3:TestEvent"
 _CREATED_PREFIX = "ObjectCreated:"
@@ -32,15 +34,15 @@ _EVENTBRIDGE_CREATED = "Object Created"
 
 @dataclass(frozen=True)
 class ObjectFilter:
-    """Which objects count: bucket allow-list (empty means every bucket), key prefix and suffix."""
+    """Which objects count: bucket allow-list (empty means every bucket), key prefix and suffix (or suffixes)."""
 
     buckets: frozenset[str] = frozenset()
     prefix: str = ""
-    suffix: str = ""
+    suffix: str | tuple[str, ...] = ""
 
     @classmethod
-    def of(cls, buckets: Iterable[str] = (), prefix: str = "", suffix: str = "") -> ObjectFilter:
-        return cls(frozenset(buckets), prefix, suffix)
+    def of(cls, buckets: Iterable[str] = (), prefix: str = "", suffix: str | Iterable[str] = "") -> ObjectFilter:
+        return cls(frozenset(buckets), prefix, suffix if isinstance(suffix, str) else tuple(suffix))
 
     def accepts(self, bucket: str, key: str) -> bool:
         if self.buckets and bucket not in self.buckets:
@@ -48,14 +50,26 @@ class ObjectFilter:
         return key.startswith(self.prefix) and key.endswith(self.suffix)
 
 
-def translate(message: str | bytes | Mapping[str, Any], object_filter: ObjectFilter = ObjectFilter()) -> list[LifecycleEvent]:
-    """One queue message body to zero or more ``batch_landed`` events.
+def translate(
+    message: str | bytes | Mapping[str, Any],
+    object_filter: ObjectFilter = ObjectFilter(),
+    scoring_filter: ObjectFilter | None = None,
+) -> list[LifecycleEvent]:
+    """One queue message body to zero or more events: ``batch_to_score`` for an object ``scoring_filter``
+    accepts (checked first: a batch sent for scoring is never a landed training batch), else
+    ``batch_landed`` for one ``object_filter`` accepts.
 
-    Zero events is a normal answer (a test event, a deletion, an object outside the filter);
+    Zero events is a normal answer (a test event, a deletion, an object outside the filters);
     a message we cannot read raises :class:`MalformedNotification`.
     """
-    events = _events(_load(message, "message body"))
-    return [e for e in events if object_filter.accepts(e.payload["bucket"], e.payload["key"])]
+    routed = []
+    for event in _events(_load(message, "message body")):
+        bucket, key = event.payload["bucket"], event.payload["key"]
+        if scoring_filter is not None and scoring_filter.accepts(bucket, key):
+            routed.append(batch_to_score(event))
+        elif object_filter.accepts(bucket, key):
+            routed.append(event)
+    return routed
 
 
 def event_document(event: LifecycleEvent, now: datetime | None = None) -> dict[str, Any]:

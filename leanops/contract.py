@@ -60,7 +60,8 @@ def _dtype_problem(name: str, series: pd.Series, rule: ColumnRule) -> str | None
 
 
 def _examples(values: pd.Series) -> str:
-    shown = [repr(v) for v in values.unique()[:_EXAMPLES]]
+    # As the data shows them (31, 'BOS'), not numpy's reprs (np.int64(31)).
+    shown = [repr(v.item() if isinstance(v, np.generic) else v) for v in values.unique()[:_EXAMPLES]]
     return ", ".join(shown)
 
 
@@ -166,6 +167,46 @@ def target_problems(frame: pd.DataFrame, spec: Spec) -> list[str]:
     return label_problems(frame, spec) or class_problems(frame, spec)
 
 
+def _value_problems(name: str, series: pd.Series, rule: ColumnRule) -> tuple[list[str], list[str]]:
+    """(violations, warnings) of one column's values against its rule: dtype, range, categories (nulls apart)."""
+    problem = _dtype_problem(name, series, rule)
+    if problem:
+        return [problem], []  # range and category checks are meaningless on the wrong type
+    violations: list[str] = []
+    warnings: list[str] = []
+    non_null = series.dropna()
+    if (rule.min is not None or rule.max is not None) and ptypes.is_numeric_dtype(series.dtype):
+        low = non_null < rule.min if rule.min is not None else pd.Series(False, index=non_null.index)
+        high = non_null > rule.max if rule.max is not None else pd.Series(False, index=non_null.index)
+        outside = non_null[low | high]
+        if len(outside):
+            violations.append(
+                f"column {name!r} has {len(outside)} values outside [{rule.min}, {rule.max}], e.g. {_examples(outside)}"
+            )
+    if rule.allowed is not None:
+        unseen = non_null[~non_null.astype(str).isin(rule.allowed)]
+        if len(unseen):
+            message = f"column {name!r} has {len(unseen)} values in unseen categories: {_examples(unseen)}"
+            (violations if rule.unknown == "reject" else warnings).append(message)
+    return violations, warnings
+
+
+def input_problems(frame: pd.DataFrame, spec: Spec, columns: list[str]) -> tuple[list[str], list[str]]:
+    """(violations, warnings) of some rows of a model's inputs ``columns``: what scoring checks, chunk by chunk.
+    Labels are not required; row counts, duplicates and null shares are properties of a whole batch, not of
+    a chunk (the caller counts nulls across chunks), and a column entirely null in a chunk has no dtype to check."""
+    violations = [f"missing column {c!r} (a model input)" for c in columns if c not in frame.columns]
+    warnings: list[str] = []
+    for name in columns:
+        rule = spec.contract.columns.get(name)
+        if rule is None or name not in frame.columns or frame[name].isna().all():
+            continue
+        rejected, reported = _value_problems(name, frame[name], rule)
+        violations += rejected
+        warnings += reported
+    return violations, warnings
+
+
 def check_batch(frame: pd.DataFrame, spec: Spec, logged: bool = False) -> tuple[list[str], list[str]]:
     """Return (violations, warnings) of a batch against the spec's contract. ``logged``: rows the endpoint
     was asked (the prediction log) must carry the model's inputs, and the target source only once labels
@@ -193,24 +234,9 @@ def check_batch(frame: pd.DataFrame, spec: Spec, logged: bool = False) -> tuple[
             continue
         if null_share > rule.max_null_share:
             violations.append(f"column {name!r} has {null_share:.1%} nulls; at most {rule.max_null_share:.1%} allowed")
-        problem = _dtype_problem(name, series, rule)
-        if problem:
-            violations.append(problem)
-            continue  # range and category checks are meaningless on the wrong type
-        non_null = series.dropna()
-        if (rule.min is not None or rule.max is not None) and ptypes.is_numeric_dtype(series.dtype):
-            low = non_null < rule.min if rule.min is not None else pd.Series(False, index=non_null.index)
-            high = non_null > rule.max if rule.max is not None else pd.Series(False, index=non_null.index)
-            outside = non_null[low | high]
-            if len(outside):
-                violations.append(
-                    f"column {name!r} has {len(outside)} values outside [{rule.min}, {rule.max}], e.g. {_examples(outside)}"
-                )
-        if rule.allowed is not None:
-            unseen = non_null[~non_null.astype(str).isin(rule.allowed)]
-            if len(unseen):
-                message = f"column {name!r} has {len(unseen)} values in unseen categories: {_examples(unseen)}"
-                (violations if rule.unknown == "reject" else warnings).append(message)
+        rejected, reported = _value_problems(name, series, rule)
+        violations += rejected
+        warnings += reported
 
     if spec.target.source in frame.columns:
         violations += target_problems(frame, spec)

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 BATCH_LANDED = "leanops.batch.landed"
+BATCH_TO_SCORE = "leanops.batch.to_score"
+BATCH_SCORED = "leanops.batch.scored"
 DRIFT_CHECKED = "leanops.drift.checked"
 DRIFT_DETECTED = "leanops.drift.detected"
 MODEL_REGISTERED = "leanops.model.registered"
@@ -22,6 +24,8 @@ MODEL_DEGRADED = "leanops.model.degraded"
 
 ALL_EVENTS = (
     BATCH_LANDED,
+    BATCH_TO_SCORE,
+    BATCH_SCORED,
     DRIFT_CHECKED,
     DRIFT_DETECTED,
     MODEL_REGISTERED,
@@ -85,11 +89,13 @@ def batch_landed(
     size: int | None,
     etag: str | None,
     occurred: str | None = None,
+    event: str = BATCH_LANDED,
 ) -> LifecycleEvent:
-    """A new object under the watched prefix. Resource: its s3:// URI."""
+    """A new object under the watched prefix (``event``: landed for drift checks, to_score for batch
+    scoring; the same payload). Resource: its s3:// URI."""
     uri = f"s3://{bucket}/{key}"
     return LifecycleEvent(
-        event=BATCH_LANDED,
+        event=event,
         resource_id=uri,
         payload={
             "bucket": bucket,
@@ -101,8 +107,24 @@ def batch_landed(
             "etag": etag or "",
         },
         resource_labels={"s3.bucket": bucket, "s3.key": key},
-        event_id=deterministic_event_id(BATCH_LANDED, bucket, key, version_id or "", sequencer or etag or ""),
+        event_id=deterministic_event_id(event, bucket, key, version_id or "", sequencer or etag or ""),
         occurred=occurred,
+    )
+
+
+def batch_to_score(landed: LifecycleEvent) -> LifecycleEvent:
+    """The same object announced for batch scoring instead of a drift check (it landed under the scoring prefix)."""
+    p = landed.payload
+    return batch_landed(p["bucket"], p["key"], p["version_id"], p["sequencer"], p["size"], p["etag"], landed.occurred, BATCH_TO_SCORE)
+
+
+def batch_scored(model_name: str, version: str, input_uri: str, input_fingerprint: str, output_uri: str, rows: int) -> LifecycleEvent:
+    """A batch was scored by ``version``; its predictions are at ``output_uri``."""
+    return model_event(
+        BATCH_SCORED,
+        model_name,
+        {"version": str(version), "input_uri": input_uri, "input_fingerprint": input_fingerprint, "output_uri": output_uri, "rows": rows},
+        event_id=deterministic_event_id(BATCH_SCORED, model_name, version, input_fingerprint),
     )
 
 

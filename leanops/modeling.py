@@ -114,6 +114,25 @@ def predicted_classes(scores: np.ndarray, spec: Spec) -> np.ndarray:
     return (np.asarray(scores) >= 0.5).astype("int64")
 
 
+def pyfunc_output(spec: Spec) -> dict[str, Any]:
+    """What a logged model's pyfunc ``predict`` returns, for its MLmodel metadata: the label encoding lives
+    in leanops (``features.make_target``), so the model itself says what its output columns are."""
+    target = spec.target
+    if spec.task == "regression":
+        return {"task": "regression", "output": f"one number per row: the predicted {target.name} ({target.source})"}
+    if spec.task == "multiclass":
+        return {"task": "multiclass", "classes": list(target.classes),
+                "output": f"one row per input row: the probability of each class of {target.name}, in the order of classes"}
+    if target.positive_when_gt is not None:
+        positive = f"{target.source} > {target.positive_when_gt:g}"
+    elif target.positive is not None:
+        positive = f"{target.source} in {list(target.positive)}"
+    else:
+        positive = f"{target.source} is true (1)"
+    return {"task": "binary", "classes": ["negative", "positive"], "positive_means": positive,
+            "output": f"one row per input row: [probability of negative, probability of positive] for {target.name}"}
+
+
 def _roc_auc_ovr(y: np.ndarray, probabilities: np.ndarray) -> float:
     """One-vs-rest ROC AUC, macro-averaged over the classes present in ``y`` (an absent class has no positives)."""
     present = np.unique(y)

@@ -26,6 +26,7 @@ from leanops import registry, tracking
 from leanops.errors import RegistrationFailed, RegistryUnavailable
 from leanops.features import model_input_columns
 from leanops.mlflow_access import run_url
+from leanops.modeling import pyfunc_output
 from leanops.results import EvalResult, FeatureSet, Lineage, RegistrationResult, TrainResult
 from leanops.settings import Settings
 from leanops.spec import Spec
@@ -88,7 +89,7 @@ def _log_training(run_id: str, spec: Spec, train: TrainResult, evaluation: EvalR
     head = features.X_train.head(5)
     scores = train.model.predict_proba(head) if spec.is_classifier else train.model.predict(head)
     predict_fn = "predict_proba" if spec.is_classifier else "predict"
-    return tracking.log_sklearn_model(run_id, train.model, example, scores, predict_fn, settings=settings)
+    return tracking.log_sklearn_model(run_id, train.model, example, scores, predict_fn, pyfunc_output(spec), settings=settings)
 
 
 def register_training(

@@ -55,6 +55,13 @@ class Settings(BaseSettings):
     s3_incoming_prefix: str = "incoming/"
     s3_incoming_suffix: str = ".parquet"
     s3_bucket_allow_list: list[str] = Field(default_factory=list)
+    # Batch scoring (flows/score.py): an object landing under <bucket>/<s3_scoring_prefix><model>/ is scored
+    # by the model's champion; its predictions go under <bucket>/<s3_scoring_output_prefix><model>/. Neither
+    # lies under the incoming prefix, so no drift check or retrain window ever reads them.
+    s3_scoring_prefix: str = "to-score/"
+    s3_scoring_suffixes: list[str] = Field(default_factory=lambda: [".parquet", ".csv"])
+    s3_scoring_output_prefix: str = "scored/"
+    scoring_chunk_rows: int = 50_000  # rows scored at a time: memory follows this, not the file's size
     sqs_queue_name: str = "leanops-batches"
     sqs_dead_letter_queue_name: str = "leanops-batches-dead"
     # A received message stays hidden this long; if the bridge dies before deleting it, it reappears.
@@ -192,6 +199,10 @@ class Settings(BaseSettings):
     @property
     def resolved_prediction_log_root(self) -> str:
         return self.prediction_log_root or f"s3://{self.s3_bucket}/predictions"
+
+    @property
+    def resolved_scoring_output_root(self) -> str:
+        return f"s3://{self.s3_bucket}/{self.s3_scoring_output_prefix}"
 
     @property
     def is_production(self) -> bool:

@@ -10,7 +10,9 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -282,6 +284,42 @@ def write_table(frame: pd.DataFrame, uri: str, settings: Settings | None = None)
     return write_bytes(uri, buffer.getvalue(), settings)
 
 
+def download_file(uri: str, path: Path, etag: str = "", settings: Settings | None = None) -> None:
+    """Stream an object to a local file in 1 MiB pieces (memory stays flat whatever its size). With
+    ``etag`` (from :func:`stat`), an object replaced since is refused instead of read half old, half new."""
+    if not is_s3(uri):
+        raise ValueError(f"{uri}: a local file needs no download")
+    args = {**_object_args(uri), **({"IfMatch": etag} if etag else {})}
+    try:
+        body = s3_client(settings).get_object(**args)["Body"]
+        with path.open("wb") as handle:
+            for piece in body.iter_chunks(1 << 20):
+                handle.write(piece)
+    except Exception as exc:  # noqa: BLE001 - translated to our error types
+        raise _translate_boto_error(uri, exc) from exc
+
+
+def upload_file(path: Path, uri: str, settings: Settings | None = None) -> str:
+    """Put a local file at ``uri`` (S3: a multipart upload for large files; local: replaced whole)."""
+    if is_s3(uri):
+        bucket, key = split_s3_uri(uri)
+        try:
+            s3_client(settings).upload_file(str(path), bucket, key)
+        except Exception as exc:  # noqa: BLE001
+            raise _translate_boto_error(uri, exc) from exc
+        return uri
+    target = local_path(uri)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staged = target.parent / f".{target.name}.{os.getpid()}.tmp"
+    try:
+        shutil.copyfile(path, staged)
+        staged.replace(target)
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
+    return uri
+
+
 def list_objects(prefix_uri: str, suffix: str = "", settings: Settings | None = None) -> list[ObjectInfo]:
     """Objects under a prefix (S3) or files under a folder, sorted by key."""
     if is_s3(prefix_uri):
@@ -382,17 +420,19 @@ def ensure_queue(name: str, settings: Settings | None = None, attributes: dict[s
     return url, arn
 
 
-def configure_bucket_notifications(bucket: str, queue_arn: str, prefix: str, suffix: str, settings: Settings | None = None) -> None:
-    filters = [{"Name": "prefix", "Value": prefix}]
-    if suffix:
-        filters.append({"Name": "suffix", "Value": suffix})
+def configure_bucket_notifications(
+    bucket: str, queue_arn: str, prefix: str, suffix: str, settings: Settings | None = None,
+    also: Sequence[tuple[str, str]] = (),
+) -> None:
+    """New objects under ``prefix`` ending in ``suffix`` (and under each (prefix, suffix) of ``also``) notify the queue."""
+    configurations = []
+    for key_prefix, key_suffix in [(prefix, suffix), *also]:
+        filters = [{"Name": "prefix", "Value": key_prefix}]
+        if key_suffix:
+            filters.append({"Name": "suffix", "Value": key_suffix})
+        configurations.append({"QueueArn": queue_arn, "Events": ["s3:ObjectCreated:*"], "Filter": {"Key": {"FilterRules": filters}}})
     s3_client(settings).put_bucket_notification_configuration(
-        Bucket=bucket,
-        NotificationConfiguration={
-            "QueueConfigurations": [
-                {"QueueArn": queue_arn, "Events": ["s3:ObjectCreated:*"], "Filter": {"Key": {"FilterRules": filters}}}
-            ]
-        },
+        Bucket=bucket, NotificationConfiguration={"QueueConfigurations": configurations},
     )
 
 

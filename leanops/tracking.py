@@ -16,13 +16,11 @@ import pandas as pd
 from leanops.mlflow_access import activate, client, experiment_id, run_url, speaks_to_mlflow
 from leanops.settings import Settings
 
-# skops refuses unknown types on load; these are the ones our pipelines contain beyond scikit-learn's.
-SKOPS_TRUSTED_TYPES = [
-    "xgboost.sklearn.XGBClassifier",
-    "xgboost.sklearn.XGBRegressor",
-    "xgboost.core.Booster",
-    "leanops.features.SpecFeatures",
-]
+# skops refuses unknown types on load; these are the ones our pipelines contain beyond scikit-learn's
+# (the feature steps' pandas and standard-library callables: leanops.features.FEATURE_TRUSTED_TYPES).
+# None is ours: a logged model loads without leanops. Versions logged before trusted
+# leanops.features.SpecFeatures; each version's MLmodel keeps its own list, so they still load.
+XGBOOST_TYPES = ["xgboost.sklearn.XGBClassifier", "xgboost.sklearn.XGBRegressor", "xgboost.core.Booster"]
 _BATCH = 1000  # MLflow's log_batch limit on metrics per call
 
 
@@ -117,10 +115,13 @@ def _pip_requirements() -> list[str]:
 
 @speaks_to_mlflow
 def log_sklearn_model(run_id: str, model: Any, example: pd.DataFrame, outputs: Any, predict_fn: str,
-                      settings: Settings | None = None) -> LoggedModel:
-    """The fitted pipeline as the run's ``model`` (skops), with its signature and input example."""
+                      metadata: dict[str, Any] | None = None, settings: Settings | None = None) -> LoggedModel:
+    """The fitted pipeline as the run's ``model`` (skops), with its signature, input example and ``metadata``
+    (in its MLmodel file: what the outputs mean, for whoever loads it without leanops)."""
     import mlflow
     from mlflow.models import infer_signature
+
+    from leanops.features import FEATURE_TRUSTED_TYPES
 
     activate(settings)
     with mlflow.start_run(run_id=run_id):
@@ -130,8 +131,9 @@ def log_sklearn_model(run_id: str, model: Any, example: pd.DataFrame, outputs: A
             signature=infer_signature(example, outputs),
             input_example=example,
             pip_requirements=_pip_requirements(),
-            skops_trusted_types=SKOPS_TRUSTED_TYPES,
+            skops_trusted_types=[*XGBOOST_TYPES, *FEATURE_TRUSTED_TYPES],
             pyfunc_predict_fn=predict_fn,
+            metadata=metadata,
         )
     return LoggedModel(logged.model_uri, logged.model_id)
 

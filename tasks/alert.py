@@ -25,7 +25,10 @@ def alert_on_failure(flow, flow_run, state) -> None:
         state.result()
     except BaseException as exc:  # noqa: BLE001 - the failure being reported
         error = exc
-    model = model_of_run(flow_run.parameters, get_settings().s3_incoming_prefix)
+    settings = get_settings()
+    # A key names its model under the incoming prefix (drift checks) or the scoring prefix (batch scoring).
+    named = [model_of_run(flow_run.parameters, prefix) for prefix in (settings.s3_incoming_prefix, settings.s3_scoring_prefix)]
+    model = next((m for m in named if m != "leanops"), "leanops")
     ui = PREFECT_UI_URL.value() or ""
     run_url = f"{ui}/runs/flow-run/{flow_run.id}" if ui else str(flow_run.id)
     Notifier().send(failure_alert(model, flow.name, flow_run.name, run_url, error))

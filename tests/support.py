@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -137,6 +138,7 @@ def sample_lifecycle_events(model: str = "flights-delay", bucket: str = "leanops
     degraded = PerformanceCheck("roc_auc", 0.61, 0.70, "maximize", 0.05, True, 3000)
     return {
         events.BATCH_LANDED: events.batch_landed(bucket, f"incoming/{model}/2013 07 été.parquet", "v1", "0055AED6", 1234, "0a1b2c"),
+        events.BATCH_TO_SCORE: events.batch_to_score(events.batch_landed(bucket, f"to-score/{model}/2013 07 été.csv", "v1", "0055AED6", 1234, "0a1b2c")),
         events.DRIFT_DETECTED: events.drift_detected(model, "3", batch_uri, "fp", sample_drift_result(), "http://mlflow/r", "1 of the last 1 checks"),
         events.MODEL_REGISTERED: events.model_registered(model, "4", "run-1", batch_uri, "roc_auc", 0.7),
         events.MODEL_DEGRADED: events.model_degraded(model, "3", batch_uri, "fp", degraded),
@@ -152,6 +154,18 @@ def wait_for(condition, what: str, deadline: float = 30.0, interval: float = 0.2
             return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {deadline:.0f} s waiting for {what}")
+
+
+def stop_process_group(process, timeout: float = 15.0) -> None:
+    """SIGTERM a process started with ``start_new_session=True`` and its children; SIGKILL after ``timeout``."""
+    import signal
+
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 def s3_notification(bucket: str, key: str) -> str:

@@ -12,7 +12,7 @@ import pytest
 
 from leanops.bridge import ObjectFilter, event_document, translate
 from leanops.errors import MalformedNotification
-from leanops.events import BATCH_LANDED
+from leanops.events import BATCH_LANDED, BATCH_TO_SCORE
 
 ROOT = Path(__file__).resolve().parent.parent
 ANY = ObjectFilter()
@@ -164,6 +164,34 @@ def test_filters_on_bucket_prefix_and_suffix():
     assert [e.resource_id for e in any_bucket] == ["s3://leanops/incoming/a.parquet", "s3://other/incoming/d.parquet"]
 
 
+def test_objects_under_the_scoring_prefix_become_batches_to_score_and_nothing_else():
+    body = s3_notification(
+        s3_record("incoming/flights-delay/2013-07.parquet"),
+        s3_record("to-score/flights-delay/today.csv"),
+        s3_record("to-score/flights-delay/_SUCCESS"),
+        s3_record("scored/flights-delay/today.v3.parquet"),
+    )
+    incoming = ObjectFilter.of([], "incoming/", ".parquet")
+    to_score = ObjectFilter.of([], "to-score/", [".parquet", ".csv"])
+
+    landed, scoring = translate(body, incoming, to_score)
+
+    assert (landed.event, landed.resource_id) == (BATCH_LANDED, "s3://leanops/incoming/flights-delay/2013-07.parquet")
+    assert (scoring.event, scoring.resource_id) == (BATCH_TO_SCORE, "s3://leanops/to-score/flights-delay/today.csv")
+    assert scoring.payload.keys() == landed.payload.keys() and scoring.payload["key"] == "to-score/flights-delay/today.csv"
+    # The same object announced for scoring and for a drift check would be two events, never one deduplicated away.
+    assert translate(s3_notification(s3_record("to-score/x.csv")), ANY, to_score)[0].event_id != translate(
+        s3_notification(s3_record("to-score/x.csv")), ANY)[0].event_id
+
+
+def test_a_scoring_prefix_inside_the_incoming_prefix_still_wins():
+    body = s3_notification(s3_record("incoming/to-score/m/a.parquet"))
+
+    [event] = translate(body, ObjectFilter.of([], "incoming/", ".parquet"), ObjectFilter.of([], "incoming/to-score/", ".parquet"))
+
+    assert event.event == BATCH_TO_SCORE
+
+
 # --- malformed --------------------------------------------------------------------------------------
 
 
@@ -226,6 +254,8 @@ def test_lambda_defaults_match_the_settings():
     defaults = Settings.model_fields
     assert lambda_handler.DEFAULT_PREFIX == defaults["s3_incoming_prefix"].default
     assert lambda_handler.DEFAULT_SUFFIX == defaults["s3_incoming_suffix"].default
+    assert lambda_handler.DEFAULT_SCORING_PREFIX == defaults["s3_scoring_prefix"].default
+    assert list(lambda_handler.DEFAULT_SCORING_SUFFIXES) == defaults["s3_scoring_suffixes"].default_factory()
 
 
 @pytest.mark.parametrize("spelling", ['["leanops", "raw"]', "leanops, raw"])

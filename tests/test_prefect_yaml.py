@@ -23,7 +23,7 @@ PAYLOAD_FIELD = re.compile(r"event\.payload\.(\w+)")
 # Full names as `prefect deployment run '<flow>/<deployment>'` takes them (the README and issue 5 use these).
 EXPECTED = {
     "schedule/every-5-minutes", "retrain/on-schedule", "retrain/on-drift", "drift-monitor/on-new-batch",
-    "promote/on-new-challenger", "rollback/manual", "rollback/on-degraded", "reconcile/hourly",
+    "promote/on-new-challenger", "rollback/manual", "rollback/on-degraded", "reconcile/hourly", "score/on-new-batch",
 }
 MODELS = {path.stem for path in (ROOT / "specs").glob("*.yaml")}
 

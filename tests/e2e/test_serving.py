@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -28,7 +27,7 @@ import pytest
 from leanops import datasets, events, registration, registry
 from leanops.serving.requests import request_rows
 from leanops.spec import load_spec
-from support import spec_copy, wait_for
+from support import spec_copy, stop_process_group, wait_for
 
 # The first test also trains two models and starts the endpoint (imports MLflow, pandas, Prefect): about
 # 30 s on an idle machine, over 10 minutes seen here with a load average of 17.
@@ -100,12 +99,7 @@ def running_endpoint(argv: list[str], folder: Path, log_name: str):
         yield client
     finally:
         client.close()
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        stop_process_group(process)
 
 
 @pytest.fixture(scope="module")
