@@ -34,6 +34,7 @@ from leanops.spec import Spec
 Progress = Callable[[int, float], None]
 """Called after each chunk with (rows scored so far, share of the input read: 0..1)."""
 
+MAX_WARNINGS = 20
 _PARQUET = (".parquet", ".pq")
 _CSV = (".csv", ".csv.gz")
 
@@ -104,9 +105,10 @@ def iter_chunks(path: Path, uri: str, chunk_rows: int, columns: list[str]) -> It
                 yield batch.to_pandas(), done / total
             return
         size = max(path.stat().st_size, 1)
+        wanted = set(columns)
         with path.open("rb") as handle:
             compression = "gzip" if uri.lower().endswith(".gz") else None
-            reader = pd.read_csv(handle, chunksize=chunk_rows, usecols=lambda c: c in set(columns), compression=compression)
+            reader = pd.read_csv(handle, chunksize=chunk_rows, usecols=lambda c: c in wanted, compression=compression)
             first = True
             for chunk in reader:
                 if first:
@@ -180,7 +182,8 @@ def score_file(
             if violations:
                 where = f"rows {rows:,}-{rows + len(chunk) - 1:,}"
                 raise ContractViolation(uri, [f"{where}: {v}" for v in violations])
-            warnings += [f"rows {rows:,}-{rows + len(chunk) - 1:,}: {w}" for w in reported]
+            if len(warnings) < MAX_WARNINGS:  # a warning repeated in every chunk of a huge file says nothing new
+                warnings += [f"rows {rows:,}-{rows + len(chunk) - 1:,}: {w}" for w in reported][: MAX_WARNINGS - len(warnings)]
             nulls.add(chunk)
             out = prediction_frame(predict_scores(model, chunk, spec), spec)
             out.insert(0, "row", np.arange(rows, rows + len(chunk), dtype="int64"))

@@ -143,6 +143,9 @@ def test_mlflow_models_serve_in_a_venv_without_leanops_answers_as_pyfunc_does(ch
 
     assert answer.status_code == 200, answer.text[:2000]
     served = np.asarray(answer.json()["predictions"], dtype=float)
-    expected = mlflow.pyfunc.load_model(f"models:/{champion.name}@champion").predict(rows)
+    in_project = mlflow.pyfunc.load_model(f"models:/{champion.name}@champion")
     assert served.shape == (len(rows), 2) and len(rows) > 40
-    assert np.array_equal(served, np.asarray(expected, dtype=float))
+    assert np.array_equal(served, np.asarray(in_project.predict(rows), dtype=float))
+    # What the two columns mean travels with the model (label encoding lives in leanops, not in the artifact).
+    assert in_project.metadata.metadata["classes"] == ["negative", "positive"]
+    assert in_project.metadata.metadata["positive_means"] == "dep_delay > 15"
