@@ -14,6 +14,8 @@ class FakeSlack:
     def __init__(self):
         self.requests: list[dict] = []
         self.script: list[tuple[int, dict, dict, float]] = []
+        # None: any token is accepted; a set: any other token is answered as an expired one.
+        self.valid_tokens: set[str] | None = None
         self._count = 0
         fake = self
 
@@ -22,7 +24,11 @@ class FakeSlack:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 request = {"path": self.path, "headers": dict(self.headers), "json": json.loads(body or b"{}"), "answer": None}
                 fake.requests.append(request)
-                status, headers, payload, delay = fake.script.pop(0) if fake.script else (200, {}, None, 0.0)
+                token = self.headers.get("Authorization", "").removeprefix("Bearer ")
+                if fake.valid_tokens is not None and token not in fake.valid_tokens:
+                    status, headers, payload, delay = 200, {}, {"ok": False, "error": "token_expired"}, 0.0  # as Slack says it
+                else:
+                    status, headers, payload, delay = fake.script.pop(0) if fake.script else (200, {}, None, 0.0)
                 time.sleep(delay)
                 if payload is None:
                     fake._count += 1
