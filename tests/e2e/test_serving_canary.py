@@ -28,7 +28,8 @@ from leanops import canary, contract, datasets, live, prediction_log, registry, 
 from leanops.serving.requests import request_rows
 from leanops.spec import load_spec
 
-pytestmark = pytest.mark.e2e
+# The module trains two versions and starts the endpoint in its first test's setup: minutes on a loaded machine.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(1200)]
 
 ROOT = Path(__file__).resolve().parents[2]
 REQUESTS = 1000
