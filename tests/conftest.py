@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -163,3 +166,55 @@ def slack():
     fake = FakeSlack()
     yield fake
     fake.close()
+
+
+# --- prefect.yaml deployed, and a worker running its runs (one of each per module that asks) -----------
+
+
+@pytest.fixture(scope="module")
+def deployed(stack, settings):
+    """`prefect deploy --all` from the project root; yields {"flow/deployment": id}. The two schedules
+    are switched off (their runs would start reconciliations and scheduler passes mid-test); teardown deletes
+    the deployments and their automations, so nothing outlives the module."""
+    from infra.stack import ensure_work_pool
+    from support import DEPLOYMENT_NAMES, api_call, prefect_request
+
+    api = settings.resolved_prefect_api_url
+    ensure_work_pool(settings)
+    started = time.monotonic()
+    done = subprocess.run(  # noqa: S603 - fixed argv
+        [str(Path(sys.executable).parent / "prefect"), "deploy", "--all", "--no-prompt", "--prefect-file", "prefect.yaml"],
+        cwd=Path(__file__).resolve().parent.parent, env={**os.environ, "PREFECT_CLI_PROMPT": "false"},
+        capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    print(f"\nprefect deploy --all: {time.monotonic() - started:.1f} s")
+    ids = {name: api_call(api, "GET", f"/deployments/name/{name}").json()["id"] for name in DEPLOYMENT_NAMES}
+    for name in ("schedule/every-5-minutes", "reconcile/hourly"):
+        for schedule in api_call(api, "GET", f"/deployments/{ids[name]}").json()["schedules"]:
+            # Deactivating also deletes the runs already scheduled for it.
+            api_call(api, "PATCH", f"/deployments/{ids[name]}/schedules/{schedule['id']}", {"active": False})
+    yield ids
+    for deployment_id in ids.values():
+        prefect_request("DELETE", f"{api}/automations/owned-by/prefect.deployment.{deployment_id}")
+        prefect_request("DELETE", f"{api}/deployments/{deployment_id}")
+
+
+@pytest.fixture(scope="module")
+def worker(deployed, specs_dir, fork_server, settings):
+    """A real process worker on leanops-pool (1 s polls) starting runs through the fork server, finding
+    specs by name in the module's own ``specs_dir`` fixture.
+
+    Promotion and rollback triggers are switched off first: each model these tests register would
+    otherwise start a promote run (their own tests cover them), costing a minute of a shared CPU."""
+    from infra import services, stack
+    from support import api_call, automations_of
+
+    api = settings.resolved_prefect_api_url
+    for name in ("promote/on-new-challenger", "rollback/on-degraded"):
+        for automation in automations_of(api, deployed[name]):
+            api_call(api, "PATCH", f"/automations/{automation['id']}", {"enabled": False})
+    service = stack.worker(settings)
+    services.start(service, settings.home, extra_env={"LEANOPS_SPECS_DIR": str(specs_dir)})
+    yield service
+    services.stop(service, settings.home)

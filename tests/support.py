@@ -200,3 +200,50 @@ def environment(**values: str):
             else:
                 os.environ[name] = value
         reset_settings_cache()
+
+
+# --- deployments: runs that prefect.yaml's deployments and triggers start (fixtures: conftest.py) ---------
+
+# Every deployment of prefect.yaml, by "flow/deployment" name.
+DEPLOYMENT_NAMES = (
+    "schedule/every-5-minutes", "retrain/on-schedule", "retrain/on-drift", "drift-monitor/on-new-batch",
+    "promote/on-new-challenger", "rollback/manual", "rollback/on-degraded", "reconcile/hourly", "score/on-new-batch",
+)
+# After the first run shows, how long we keep looking for a second one (trigger -> run takes ~0.1 s).
+SETTLE = 3.0
+TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
+
+
+def api_call(api: str, method: str, path: str, body=None) -> httpx.Response:
+    return prefect_request(method, f"{api}{path}", json=body)
+
+
+def runs_of(api: str, deployment_id: str, **parameters) -> list[dict]:
+    """Flow runs of a deployment whose parameters include ``parameters``."""
+    body = {"flow_runs": {"deployment_id": {"any_": [deployment_id]}}, "limit": 200}
+    runs = api_call(api, "POST", "/flow_runs/filter", body).json()
+    return [r for r in runs if all(r["parameters"].get(k) == v for k, v in parameters.items())]
+
+
+def settled_runs(api: str, deployment_id: str, timeout: float = 30.0, **parameters) -> list[dict]:
+    wait_for(lambda: runs_of(api, deployment_id, **parameters), f"a run with {parameters}", timeout)
+    time.sleep(SETTLE)
+    return runs_of(api, deployment_id, **parameters)
+
+
+def finished_runs(api: str, deployment_id: str, timeout: float, **parameters) -> list[dict]:
+    def all_finished():
+        runs = runs_of(api, deployment_id, **parameters)
+        return runs if runs and all(r["state_type"] in TERMINAL for r in runs) else None
+
+    return wait_for(all_finished, f"runs with {parameters} to finish", timeout)
+
+
+def automations_of(api: str, deployment_id: str) -> list[dict]:
+    automations = api_call(api, "POST", "/automations/filter", {}).json()
+    return [a for a in automations if any(action.get("deployment_id") == deployment_id for action in a["actions"])]
+
+
+def delete_runs(api: str, runs: list[dict]) -> None:
+    for run in runs:
+        prefect_request("DELETE", f"{api}/flow_runs/{run['id']}")

@@ -1,7 +1,8 @@
 """prefect.yaml deployed with `prefect deploy --all` to a real Prefect server, fed by the S3 bridge (moto's
-S3 + SQS) and run by a real process worker: triggers, deduplication, the drift storm, the CLI, reconciliation.
+S3 + SQS) and run by a real process worker: triggers, the scheduler, cancelling, the CLI, reconciliation.
+Duplicate notifications and the drift storm are rows of the fault-injection suite (tests/reliability/test_duplicates.py).
 
-One deploy and one worker for the module. Tests that only count runs come first, before the worker
+One deploy and one worker for the module (fixtures: tests/conftest.py). Tests that only count runs come first, before the worker
 starts, and delete the runs they made so no worker ever executes them.
 """
 
@@ -10,30 +11,22 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 import uuid
-from collections import Counter
-from itertools import groupby
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-import httpx
 import pytest
 
 from leanops import datasets, events, manifest, registry, storage
-from leanops.bridge import event_document
 from support import (
-    prefect_request, s3_notification, sample_drift_result, spec_copy, started_task_names, task_run_states, wait_for, wait_for_events,
+    api_call, automations_of, delete_runs, finished_runs, runs_of, settled_runs, spec_copy, started_task_names, wait_for,
+    wait_for_events,
 )
 
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-NAMES = (
-    "schedule/every-5-minutes", "retrain/on-schedule", "retrain/on-drift", "drift-monitor/on-new-batch",
-    "promote/on-new-challenger", "rollback/manual", "rollback/on-degraded", "reconcile/hourly", "score/on-new-batch",
-)
 TRIGGERED = {
     "retrain/on-drift": events.DRIFT_DETECTED,
     "drift-monitor/on-new-batch": events.BATCH_LANDED,
@@ -41,11 +34,8 @@ TRIGGERED = {
     "rollback/on-degraded": events.MODEL_DEGRADED,
     "score/on-new-batch": events.BATCH_TO_SCORE,
 }
-# After the first run shows, how long we keep looking for a second one (trigger -> run takes ~0.1 s).
-SETTLE = 3.0
-TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "CRASHED"}
 UID = uuid.uuid4().hex[:6]
-STORM, SECOND, WEEKLY, LANDED = f"storm-{UID}", f"second-{UID}", f"weekly-{UID}", f"landed-{UID}"
+WEEKLY, LANDED = f"weekly-{UID}", f"landed-{UID}"
 # Specs whose cron came due ten minutes before the module started (one of them retired): the scheduler's models.
 DUE, ALSO_DUE, RETIRED = f"due-{UID}", f"also-due-{UID}", f"retired-{UID}"
 DUE_AT = (datetime.now(timezone.utc) - timedelta(minutes=10)).replace(second=0, microsecond=0)
@@ -53,44 +43,6 @@ SLOW = f"slow-{UID}"  # tunes for up to 5 minutes: a run that is still going whe
 # Small but real: 2,000 flights and 60 trees train in a second or two. The flights spec's one-minute
 # cooldown (tuned for the demo) could lapse mid-test on a busy machine: an hour here.
 SMALL_MODEL = {"model__params__n_estimators": 60, "retrain_window__cooldown_minutes": 60}
-
-
-# --- helpers ---------------------------------------------------------------------------------------
-
-
-def api_call(api: str, method: str, path: str, body=None) -> httpx.Response:
-    return prefect_request(method, f"{api}{path}", json=body)
-
-
-def runs_of(api: str, deployment_id: str, **parameters) -> list[dict]:
-    """Flow runs of a deployment whose parameters include ``parameters``."""
-    body = {"flow_runs": {"deployment_id": {"any_": [deployment_id]}}, "limit": 200}
-    runs = api_call(api, "POST", "/flow_runs/filter", body).json()
-    return [r for r in runs if all(r["parameters"].get(k) == v for k, v in parameters.items())]
-
-
-def settled_runs(api: str, deployment_id: str, timeout: float = 30.0, **parameters) -> list[dict]:
-    wait_for(lambda: runs_of(api, deployment_id, **parameters), f"a run with {parameters}", timeout)
-    time.sleep(SETTLE)
-    return runs_of(api, deployment_id, **parameters)
-
-
-def finished_runs(api: str, deployment_id: str, timeout: float, **parameters) -> list[dict]:
-    def all_finished():
-        runs = runs_of(api, deployment_id, **parameters)
-        return runs if runs and all(r["state_type"] in TERMINAL for r in runs) else None
-
-    return wait_for(all_finished, f"runs with {parameters} to finish", timeout)
-
-
-def automations_of(api: str, deployment_id: str) -> list[dict]:
-    automations = api_call(api, "POST", "/automations/filter", {}).json()
-    return [a for a in automations if any(action.get("deployment_id") == deployment_id for action in a["actions"])]
-
-
-def delete_runs(api: str, runs: list[dict]) -> None:
-    for run in runs:
-        prefect_request("DELETE", f"{api}/flow_runs/{run['id']}")
 
 
 # --- fixtures --------------------------------------------------------------------------------------
@@ -105,9 +57,8 @@ def specs_dir(stack, tmp_path_factory):
     folder = tmp_path_factory.mktemp("deployment-specs")
     frame = datasets.flights_sample(range(1, 5), rows_per_month=500, seed=5)
     unscheduled = {"schedule__cron": None}
-    for name in (STORM, SECOND, WEEKLY):
-        spec_copy(folder, name, retrain_window__prefix=f"windows/{name}/", **SMALL_MODEL, **unscheduled)
-        storage.write_table(frame, f"s3://{stack.s3_bucket}/windows/{name}/2013-01-04.parquet")
+    spec_copy(folder, WEEKLY, retrain_window__prefix=f"windows/{WEEKLY}/", **SMALL_MODEL, **unscheduled)
+    storage.write_table(frame, f"s3://{stack.s3_bucket}/windows/{WEEKLY}/2013-01-04.parquet")
     spec_copy(folder, SLOW, retrain_window__prefix=f"windows/{WEEKLY}/", tuning__enabled=True,
               tuning__n_trials=100_000, tuning__timeout_seconds=300, **SMALL_MODEL, **unscheduled)
     spec_copy(folder, LANDED, **unscheduled)
@@ -115,52 +66,6 @@ def specs_dir(stack, tmp_path_factory):
         spec_copy(folder, name, retrain_window__prefix=f"windows/{WEEKLY}/", schedule__cron=f"{DUE_AT:%M %H} * * *",
                   **SMALL_MODEL)
     return folder
-
-
-@pytest.fixture(scope="module")
-def deployed(stack, settings):
-    """`prefect deploy --all` from the project root; yields {"flow/deployment": id}. The two schedules
-    are switched off (their runs would start reconciliations and scheduler passes mid-test); teardown deletes
-    the deployments and their automations, so nothing outlives the module."""
-    from infra.stack import ensure_work_pool
-
-    api = settings.resolved_prefect_api_url
-    ensure_work_pool(settings)
-    started = time.monotonic()
-    done = subprocess.run(  # noqa: S603 - fixed argv
-        [str(BIN / "prefect"), "deploy", "--all", "--no-prompt", "--prefect-file", "prefect.yaml"],
-        cwd=ROOT, env={**os.environ, "PREFECT_CLI_PROMPT": "false"}, capture_output=True, text=True, timeout=300,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    print(f"\nprefect deploy --all: {time.monotonic() - started:.1f} s")
-    ids = {name: api_call(api, "GET", f"/deployments/name/{name}").json()["id"] for name in NAMES}
-    for name in ("schedule/every-5-minutes", "reconcile/hourly"):
-        for schedule in api_call(api, "GET", f"/deployments/{ids[name]}").json()["schedules"]:
-            # Deactivating also deletes the runs already scheduled for it.
-            api_call(api, "PATCH", f"/deployments/{ids[name]}/schedules/{schedule['id']}", {"active": False})
-    yield ids
-    for deployment_id in ids.values():
-        prefect_request("DELETE", f"{api}/automations/owned-by/prefect.deployment.{deployment_id}")
-        prefect_request("DELETE", f"{api}/deployments/{deployment_id}")
-
-
-@pytest.fixture(scope="module")
-def worker(deployed, specs_dir, fork_server, settings):
-    """A real process worker on leanops-pool (1 s polls) starting runs through the fork server, finding
-    the specs above by name.
-
-    Promotion and rollback triggers are switched off first: each model these tests register would
-    otherwise start a promote run (their own tests cover them), costing a minute of a shared CPU."""
-    from infra import services, stack
-
-    api = settings.resolved_prefect_api_url
-    for name in ("promote/on-new-challenger", "rollback/on-degraded"):
-        for automation in automations_of(api, deployed[name]):
-            api_call(api, "PATCH", f"/automations/{automation['id']}", {"enabled": False})
-    service = stack.worker(settings)
-    services.start(service, settings.home, extra_env={"LEANOPS_SPECS_DIR": str(specs_dir)})
-    yield service
-    services.stop(service, settings.home)
 
 
 # --- deploying -------------------------------------------------------------------------------------
@@ -203,57 +108,7 @@ def test_an_object_put_in_s3_starts_one_drift_check_with_the_decoded_key(deploye
     assert event["id"] == events.batch_landed(settings.s3_bucket, key, None, None, info.size, info.etag).event_id
 
 
-def test_five_deliveries_of_one_notification_start_one_drift_check(deployed, s3_bridge, settings):
-    api = settings.resolved_prefect_api_url
-    queue_url, _ = s3_bridge
-    key = f"incoming/{LANDED}/redelivered {UID}.parquet"
-    body = s3_notification(settings.s3_bucket, key)
-
-    for _ in range(5):
-        storage.send_message(queue_url, body, settings)
-
-    runs = settled_runs(api, deployed["drift-monitor/on-new-batch"], key=key)
-    delete_runs(api, runs)
-    assert len(runs) == 1
-
-
 # --- with a worker ---------------------------------------------------------------------------------
-
-
-def test_a_storm_of_drift_events_trains_one_challenger(deployed, worker, settings):
-    """20 leanops.drift.detected for one model within 10 s (distinct ids, as separate checks send them),
-    then one for a second model that is in its cooldown: its retrain must not be lost in the storm."""
-    from prefect.variables import Variable
-
-    api = settings.resolved_prefect_api_url
-    Variable.set(f"leanops-last-retrain-{SECOND}", datetime.now(timezone.utc).isoformat(), overwrite=True)
-    result = sample_drift_result()
-    started = time.monotonic()
-    for i, model in enumerate([STORM] * 20 + [SECOND]):
-        batch_uri = f"s3://{settings.s3_bucket}/incoming/{model}/batch-{i}.parquet"
-        drift = events.drift_detected(model, "1", batch_uri, f"fingerprint-{i}", result, "", "1 of the last 1 checks")
-        api_call(api, "POST", "/events", [event_document(drift)])
-        time.sleep(0.45)
-    emitted_in = time.monotonic() - started
-
-    storm = finished_runs(api, deployed["retrain/on-drift"], timeout=300, spec=STORM)
-    second = finished_runs(api, deployed["retrain/on-drift"], timeout=120, spec=SECOND)
-    time.sleep(SETTLE)  # a run the trigger created late would show now
-    storm = finished_runs(api, deployed["retrain/on-drift"], timeout=120, spec=STORM)
-
-    states = api_call(api, "GET", f"/flow_run_states/?flow_run_id={second[0]['id']}").json()
-    history = [f"{name} x{len(list(group))}" for name, group in groupby(s["name"] for s in states)]
-    print(f"\nstorm: 21 events in {emitted_in:.1f} s -> {len(storm)} {STORM} run(s) "
-          f"{Counter(r['state_name'] for r in storm)}, {len(second)} {SECOND} run(s) with states {history}")
-    assert len(storm) == 1 and storm[0]["state_name"] == "Completed"
-    assert len(second) == 1 and second[0]["state_name"] == "Completed"
-    # The storm's run trained; the second model's stopped at its claim (fit_model absent, asserted below).
-    storm_tasks = task_run_states(api, storm[0]["id"], expect=("claim_retrain", "fit_model"))
-    second_tasks = task_run_states(api, second[0]["id"], expect=("claim_retrain",))
-    assert storm_tasks["fit_model"] == "Completed"
-    assert len(registry.list_versions(STORM)) == 1
-    # The second model's event got its own run, which the cooldown turned away before any training.
-    assert second_tasks["claim_retrain"] == "Completed" and "fit_model" not in second_tasks
 
 
 def test_prefect_deployment_run_retrain_on_schedule_runs_on_the_worker(deployed, worker, specs_dir, fork_server, settings):
