@@ -115,11 +115,20 @@ def run_pyfunc_loop(model_path: Path, batch: Path, chunk_rows: int, keep: list |
     return time.perf_counter() - started, rows
 
 
+def peak_rss_mb() -> float:
+    """This process's peak RSS (VmHWM): unlike getrusage's ru_maxrss, which Linux carries over from the
+    parent across fork and exec, it counts only this program's own memory."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def probe(kind: str, model_path: Path, batch: Path, chunk_rows: int) -> None:
-    """In a child process: score ``batch`` one way and print the process's max RSS (MB)."""
+    """In a child process: score ``batch`` one way and print the process's peak RSS (MB)."""
     import mlflow.sklearn
 
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    before = peak_rss_mb()
     with tempfile.TemporaryDirectory() as tmp:
         if kind == "score":
             seconds, rows = run_score(model_path, batch, Path(tmp) / "out.parquet", chunk_rows)
@@ -135,7 +144,7 @@ def probe(kind: str, model_path: Path, batch: Path, chunk_rows: int) -> None:
             frame = pd.read_parquet(batch)
             rows = len(model.predict_proba(frame[model_input_columns(spec)]))
             seconds = time.perf_counter() - started
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    after = peak_rss_mb()
     print("RESULT " + json.dumps({"rows": rows, "seconds": seconds, "max_rss_mb": after, "rss_before_mb": before}), flush=True)
 
 
@@ -196,7 +205,7 @@ def main() -> None:
             print(f"  {name:<12} {median[name]:7.2f} s  {n_rows / median[name]:>10,.0f} rows/s")
         print(f"  score / pyfunc loop throughput: {median['pyfunc loop'] / median['score']:.2f}x")
 
-        print("\npeak memory (max RSS of a child process that loads the model and scores the file):")
+        print("\npeak memory (peak RSS, VmHWM, of a child process that loads the model and scores the file):")
         for kind in ("score", "whole"):
             for label, batch in (("x1", one), ("x4", four)):
                 result = child(kind, model_path, batch, args.chunk_rows)
