@@ -36,6 +36,7 @@ TRIGGERED = {
 }
 UID = uuid.uuid4().hex[:6]
 WEEKLY, LANDED = f"weekly-{UID}", f"landed-{UID}"
+SCORED = f"scored-{UID}"
 # Specs whose cron came due ten minutes before the module started (one of them retired): the scheduler's models.
 DUE, ALSO_DUE, RETIRED = f"due-{UID}", f"also-due-{UID}", f"retired-{UID}"
 DUE_AT = (datetime.now(timezone.utc) - timedelta(minutes=10)).replace(second=0, microsecond=0)
@@ -152,6 +153,46 @@ def test_cancelling_a_run_in_prefect_stops_its_forked_process(deployed, worker, 
     wait_for(lambda: state() == "CANCELLED", "the run to be Cancelled", 90)
     wait_for(lambda: f"pid {pid} exited" in fork_server.read_text(), "the forked process to exit", 60)
     assert len(registry.list_versions(SLOW)) == 0  # nothing half-registered
+
+
+def test_a_table_put_under_the_scoring_prefix_is_scored_by_the_champion(deployed, worker, specs_dir, settings):
+    """The bridge routes an object under to-score/<model>/ to score/on-new-batch (never to a drift check):
+    the run scores it chunk by chunk with the champion, shows its progress, and writes the predictions
+    with the model version and the input's fingerprint under scored/<model>/."""
+    import io
+
+    import numpy as np
+    import pandas as pd
+
+    from e2e.test_serving import train_version
+    from leanops import modeling
+    from leanops.spec import load_spec
+
+    api = settings.resolved_prefect_api_url
+    spec = load_spec(spec_copy(specs_dir, SCORED, schedule__cron=None))
+    version = train_version(spec, seed=41, params={"n_estimators": 20, "max_depth": 3})
+    registry.set_alias(SCORED, registry.CHAMPION, version)
+    unlabelled = datasets.flights_sample([8], rows_per_month=300, seed=6).drop(columns=["dep_delay", "arr_delay"])
+    key = f"{settings.s3_scoring_prefix}{SCORED}/august {UID}.csv"
+    uri = f"s3://{settings.s3_bucket}/{key}"
+
+    storage.write_table(unlabelled, uri, settings)
+
+    [run] = finished_runs(api, deployed["score/on-new-batch"], timeout=300, key=key)
+    assert run["state_name"] == "Completed", run["state"]
+    [output] = storage.list_objects(f"{settings.resolved_scoring_output_root}{SCORED}/", settings=settings)
+    scored = storage.read_table(output.uri, settings)[0]
+    sent = pd.read_csv(io.BytesIO(storage.read_bytes(uri, settings)))
+    champion = registry.load_model(registry.get_version(SCORED, version))
+    assert len(scored) == len(unlabelled) == 300
+    assert np.array_equal(scored["probability"].to_numpy(), modeling.predict_scores(champion, sent, spec))
+    assert set(scored["model_version"]) == {version}
+    assert set(scored["input_fingerprint"]) == {storage.stat(uri, settings).fingerprint}
+    progress = api_call(api, "POST", "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [run["id"]]}, "type": {"any_": ["progress"]}}}).json()
+    assert [a["data"] for a in progress] == [100.0]
+    [scored_event] = wait_for_events(api, events.BATCH_SCORED, events.model_resource_id(SCORED))
+    assert scored_event["payload"]["output_uri"] == output.uri
+    assert runs_of(api, deployed["drift-monitor/on-new-batch"], key=key) == []
 
 
 def test_reconcile_announces_only_batches_no_check_processed(deployed, worker, settings):
