@@ -44,23 +44,35 @@ def backup_cli(*args: str) -> str:
     return done.stdout
 
 
-def register_champion(tracking_uri: str, name: str):
-    """Version 1 of a small scikit-learn model, aliased champion; returns its input rows."""
-    import mlflow
-    from sklearn.datasets import load_iris
-    from sklearn.linear_model import LogisticRegression
+REGISTER_CHAMPION = """
+import sys
+import mlflow
+from sklearn.datasets import load_iris
+from sklearn.linear_model import LogisticRegression
 
-    X, y = load_iris(return_X_y=True, as_frame=True)
-    model = LogisticRegression(max_iter=500).fit(X, y)
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(tracking_uri)
-    try:
-        mlflow.set_experiment(f"{name}-training")
-        with mlflow.start_run():
-            mlflow.sklearn.log_model(model, name="model", registered_model_name=name, pip_requirements=["scikit-learn"])
-        mlflow.MlflowClient().set_registered_model_alias(name, registry.CHAMPION, "1")
-    finally:
-        mlflow.set_tracking_uri(previous)
+tracking_uri, name, alias = sys.argv[1:]
+X, y = load_iris(return_X_y=True, as_frame=True)
+mlflow.set_tracking_uri(tracking_uri)
+mlflow.set_experiment(f"{name}-training")
+with mlflow.start_run():
+    mlflow.sklearn.log_model(LogisticRegression(max_iter=500).fit(X, y), name="model", registered_model_name=name,
+                             pip_requirements=["scikit-learn"])
+mlflow.MlflowClient().set_registered_model_alias(name, alias, "1")
+"""
+
+
+def register_champion(tracking_uri: str, name: str):
+    """Version 1 of a small scikit-learn model, aliased champion; returns its input rows.
+
+    Registered from a child process: MLflow's fluent API keeps the active experiment in process-wide state
+    (``set_experiment``), which would leak this server's experiment id into every later in-process run of
+    the test session and break their model logging on the session's own server."""
+    from sklearn.datasets import load_iris
+
+    done = subprocess.run([sys.executable, "-c", REGISTER_CHAMPION, tracking_uri, name, registry.CHAMPION],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    X, _ = load_iris(return_X_y=True, as_frame=True)
     return X.head(20)
 
 
