@@ -21,7 +21,7 @@ pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
 UV = Path(sys.executable).parent / "uv"
 # What a checkout holds besides the code: environments, state, caches, build output.
-NOT_SOURCE = shutil.ignore_patterns(".venv", ".git", ".leanops", "__pycache__", "*.egg-info", "build", ".pytest_cache", "bench")
+NOT_SOURCE = shutil.ignore_patterns(".venv", ".venv-*", ".git", ".leanops", "__pycache__", "*.egg-info", "build", ".pytest_cache", "bench")
 
 
 def run(argv: list, cwd: Path, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -36,13 +36,17 @@ def installed(tmp_path_factory) -> Path:
     source = work / "source"
     shutil.copytree(ROOT, source, ignore=NOT_SOURCE)
     started = time.monotonic()
-    exported = run([UV, "export", "--frozen", "--no-hashes", "--no-emit-project", "--directory", source], work)
+    # A pylock file names each locked wheel's URL, which uv finds in its cache offline (a plain
+    # name==version list needs the index pages, which `uv sync` from a lock never stores).
+    exported = run([UV, "export", "--quiet", "--frozen", "--no-emit-project", "--format", "pylock.toml",
+                    "-o", work / "pylock.toml", "--directory", source], work)
     assert exported.returncode == 0, exported.stderr
-    (work / "locked.txt").write_text(exported.stdout)
     created = run([UV, "venv", "--quiet", work / "venv", "--python", sys.executable], work)
     assert created.returncode == 0, created.stderr
-    done = run([UV, "pip", "install", "--quiet", "--offline", "--python", work / "venv" / "bin" / "python",
-                "-c", work / "locked.txt", source], work)
+    locked = run([UV, "pip", "install", "--quiet", "--offline", "--python", work / "venv" / "bin" / "python",
+                  "-r", work / "pylock.toml"], work)
+    assert locked.returncode == 0, locked.stdout[-3000:] + locked.stderr[-3000:]
+    done = run([UV, "pip", "install", "--quiet", "--offline", "--no-deps", "--python", work / "venv" / "bin" / "python", source], work)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     print(f"\nnon-editable install into a fresh venv (offline, locked versions): {time.monotonic() - started:.1f} s")
     return work / "venv" / "bin"
