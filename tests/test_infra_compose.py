@@ -126,6 +126,9 @@ def shape(argv: list[str]) -> tuple[str, tuple[str, ...], frozenset[str]]:
     if argv[:2] == ["sh", "-c"]:
         argv = shlex.split(argv[2])
         argv = argv[1:] if argv[0] == "exec" else argv
+    if argv[1:4] == ["-m", "infra.respawn", "--"]:
+        # The native stack restarts its workers itself (infra/respawn.py); compose has `restart:` for that.
+        argv = argv[4:]
     program, rest = Path(argv[0]).name, list(argv[1:])
     subcommands: list[str] = []
     if program.startswith("python") and rest[:1] in (["-m"], ["-c"]):
