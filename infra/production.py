@@ -118,7 +118,7 @@ def migrate(settings: Settings) -> None:
     """Prefect's database migrations, once, before any API process starts."""
     done = subprocess.run(  # noqa: S603 - fixed argv
         [str(services.BIN / "prefect"), "server", "database", "upgrade", "-y"],
-        env=services.child_process_env(server_env(settings)), capture_output=True, text=True, timeout=600,
+        env=services.server_process_env(server_env(settings), services.PREFECT_SERVER_CONFIGURATION), capture_output=True, text=True, timeout=600,
     )
     if done.returncode != 0:
         raise RuntimeError(f"prefect server database upgrade failed: {(done.stdout + done.stderr)[-2000:]}")
@@ -135,6 +135,7 @@ def prefect_api(settings: Settings, index: int) -> Service:
         argv=[str(services.BIN / "prefect"), "server", "start", "--host", settings.host, "--port", str(port), "--no-services"],
         health_url=f"http://{settings.host}:{port}/api/health",
         env=server_env(settings),
+        passed_prefixes=services.PREFECT_SERVER_CONFIGURATION,
         startup_timeout=STARTUP_TIMEOUT,
     )
 
@@ -145,6 +146,7 @@ def prefect_services(settings: Settings) -> Service:
         argv=[str(services.BIN / "prefect"), "server", "services", "start"],
         health_url="",
         env=server_env(settings),
+        passed_prefixes=services.PREFECT_SERVER_CONFIGURATION,
         ready_log="Starting services",
         startup_timeout=STARTUP_TIMEOUT,
     )

@@ -20,6 +20,20 @@ from leanops.settings import LOCAL_AWS_CREDENTIALS
 BIN = Path(sys.executable).parent
 LOCAL_AWS_ENV = {**LOCAL_AWS_CREDENTIALS, "AWS_DEFAULT_REGION": "us-east-1"}
 
+# What a server (moto, MLflow, Prefect) takes from the environment of whoever starts it: where things are,
+# the locale, and nothing else. A server gets the rest explicitly (Service.env), so a Slack token, AWS keys
+# or database passwords in the operator's shell never reach a process that has no use for them.
+PASSED_TO_SERVERS = (
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LANGUAGE", "TZ", "TMPDIR", "PYTHONPATH", "LD_LIBRARY_PATH",
+    "SSL_CERT_FILE", "SSL_CERT_DIR",
+)
+PASSED_TO_SERVERS_PREFIXES = ("LC_",)
+# The AWS variables a process signing S3 requests with the operator's identity reads (keys, session, profile).
+AWS_IDENTITY = (
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CA_BUNDLE",
+)
+
 
 @dataclass(frozen=True)
 class Service:
@@ -37,6 +51,12 @@ class Service:
     # Default: the state folder. Services that run project code (specs, flows) start in the folder the
     # stack was started from: the project, wherever leanops itself is installed.
     cwd: Path | None = None
+    # False (servers): only PASSED_TO_SERVERS of the starter's environment, plus ``env`` and the variables
+    # named by ``passed_prefixes`` (the server's own configuration namespace). True: the whole environment,
+    # for the processes that run flows or call services (worker, fork server, bridge, endpoint): they
+    # need the credentials of what they call (Slack, S3, MLflow, Prefect), and a flow may need more.
+    inherits_environment: bool = False
+    passed_prefixes: tuple[str, ...] = ()
 
     def pid_file(self, home: Path) -> Path:
         return home / "run" / f"{self.name}.pid"
@@ -59,6 +79,10 @@ def prefect_env(home: Path, api_url: str, database_url: str | None = None) -> di
     return env
 
 
+# The Prefect server's own settings an operator (or the tests) may set in the environment: PREFECT_SERVER_*.
+PREFECT_SERVER_CONFIGURATION = ("PREFECT_SERVER_",)
+
+
 def prefect_server(home: Path, host: str, port: int, database_url: str | None = None) -> Service:
     api_url = f"http://{host}:{port}/api"
     # Events reach /api/events/filter and the UI feed when persisted: every 1 s instead of 5 s.
@@ -71,6 +95,7 @@ def prefect_server(home: Path, host: str, port: int, database_url: str | None = 
         else [str(BIN / "prefect"), "server", "start", "--host", host, "--port", str(port)],
         health_url=f"{api_url}/health",
         env=env,
+        passed_prefixes=PREFECT_SERVER_CONFIGURATION,
         # ~9 s on a fresh SQLite database when idle; over 90 s seen here with a load average of 15.
         startup_timeout=240.0,
     )
@@ -113,6 +138,7 @@ def s3_bridge(home: Path, wait_seconds: float, env: dict[str, str] | None = None
         argv=[str(BIN / "python"), "-m", "deployments.s3_bridge", "--heartbeat", str(heartbeat)],
         health_url="",
         env=dict(env or {}),
+        inherits_environment=True,  # SQS (AWS credentials) and Prefect (its auth)
         startup_timeout=60.0,
         heartbeat_file=heartbeat,
         # A poll returns at least every wait_seconds; allow for a few slow ones and SQS backoff.
@@ -128,6 +154,7 @@ def fork_server(home: Path, socket_path: Path, env: dict[str, str] | None = None
         argv=[str(BIN / "python"), "-m", "deployments.forkserver", "--socket", str(socket_path), "--heartbeat", str(heartbeat)],
         health_url="",
         env=dict(env or {}),
+        inherits_environment=True,  # its children are flow runs (each also gets its own run's environment)
         # Preloading imports Prefect, pandas, sklearn, MLflow, Evidently...: ~10 s idle, more under load.
         startup_timeout=180.0,
         heartbeat_file=heartbeat,
@@ -157,26 +184,44 @@ def prefect_worker(home: Path, api_url: str, pool: str, host: str, health_port: 
             "PREFECT_WORKER_WEBSERVER_PORT": str(health_port),
             **(env or {}),
         },
+        inherits_environment=True,  # its flow runs call Slack, S3, MLflow and Prefect with their credentials
         # It ignores SIGTERM for 20-30 s: do not wait that long before SIGKILL.
         stop_grace=3.0,
         cwd=Path.cwd(),
     )
 
 
-def child_process_env(extra: dict[str, str]) -> dict[str, str]:
-    """The environment of a one-off command (e.g. a migration): ours, ``extra`` and the venv's bin first."""
-    env = {**os.environ, **extra}
+def server_process_env(extra: dict[str, str], passed_prefixes: tuple[str, ...] = (), parent: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a server or of a one-off server command (e.g. a migration): PASSED_TO_SERVERS of
+    ``parent`` (default: ours), its variables starting with ``passed_prefixes``, ``extra``, the venv's bin first."""
+    parent = os.environ if parent is None else parent
+    prefixes = PASSED_TO_SERVERS_PREFIXES + tuple(passed_prefixes)
+    env = {key: value for key, value in parent.items() if key in PASSED_TO_SERVERS or key.startswith(prefixes)}
+    env.update(extra)
+    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def process_env(service: Service, extra_env: dict[str, str] | None = None, parent: dict[str, str] | None = None) -> dict[str, str]:
+    """The whole environment ``start`` gives ``service``'s process (see Service.inherits_environment)."""
+    parent = os.environ if parent is None else parent
+    if not service.inherits_environment:
+        return server_process_env({**service.env, **(extra_env or {})}, service.passed_prefixes, parent)
+    env = {**parent, **service.env, **(extra_env or {})}
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
     return env
 
 
 def s3_client_env(settings) -> dict[str, str]:
-    """What a non-leanops S3 client (MLflow's artifact proxy) needs to reach the configured object store."""
+    """What a non-leanops S3 client (MLflow's artifact proxy) needs to reach the configured object store:
+    the local endpoint's placeholder credentials, or the starter's AWS identity for real S3."""
     env = {"AWS_DEFAULT_REGION": settings.aws_region}
     if settings.resolved_s3_endpoint_url:
         env["MLFLOW_S3_ENDPOINT_URL"] = settings.resolved_s3_endpoint_url
     if settings.uses_local_s3:
-        env.update({key: os.environ.get(key, value) for key, value in LOCAL_AWS_CREDENTIALS.items()})
+        env.update(LOCAL_AWS_CREDENTIALS)  # moto takes any: the operator's real keys have no business there
+    else:
+        env.update({key: os.environ[key] for key in AWS_IDENTITY if key in os.environ})
     return env
 
 
@@ -236,8 +281,7 @@ def start(service: Service, home: Path, extra_env: dict[str, str] | None = None)
     log_file = service.log_file(home)
     log_file.parent.mkdir(parents=True, exist_ok=True)
     service.pid_file(home).parent.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **service.env, **(extra_env or {})}
-    env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+    env = process_env(service, extra_env)
     launched = time.time()
     log_offset = log_file.stat().st_size if log_file.exists() else 0
     with log_file.open("ab") as log:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import dataclasses
 import json
 import os
 import subprocess
@@ -76,7 +77,10 @@ def moto(settings: Settings) -> Service:
 
 
 def mlflow(settings: Settings) -> Service:
-    return services.mlflow_server(settings.home, settings.host, settings.mlflow_port, settings.mlflow_artifacts_destination)
+    server = services.mlflow_server(settings.home, settings.host, settings.mlflow_port, settings.mlflow_artifacts_destination)
+    if (settings.mlflow_artifacts_destination or "").startswith("s3://"):  # its artifact proxy writes to S3
+        return dataclasses.replace(server, env={**server.env, **services.s3_client_env(settings)})
+    return server
 
 
 def prefect(settings: Settings) -> Service:
@@ -118,6 +122,7 @@ def endpoint(settings: Settings) -> Service:
         argv=[str(services.BIN / "python"), "-m", "serving"],
         health_url=f"http://{settings.host}:{settings.serving_port}/health",
         env=env,
+        inherits_environment=True,  # it reads MLflow and S3, and follows Prefect's events, with their credentials
         startup_timeout=120.0,
         cwd=Path.cwd(),
     )
