@@ -163,6 +163,22 @@ def run_warm(socket_path: str, module: str, args: list[str]) -> int | None:
         return int(outcome["returncode"])
 
 
+def probe(socket_path: str, timeout: float = 5.0) -> int:
+    """The fork server's pid, if one answers at ``socket_path`` within ``timeout`` seconds (it forks nothing
+    for a ping). OSError otherwise: no socket, nobody listening, no answer in time, or not a fork server."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(socket_path)
+        send_frame(sock, {"ping": True})
+        try:
+            answer, _ = recv_frame(sock)
+        except (EOFError, ProtocolError) as exc:
+            raise OSError(f"not a fork server's answer: {exc}") from exc
+    if "pong" not in answer:
+        raise OSError(f"not a fork server's answer: {answer}")
+    return int(answer["pong"])
+
+
 def main(argv: list[str] | None = None) -> None:
     module, args = _parse(sys.argv[1:] if argv is None else argv)
     socket_path = os.environ.get(SOCKET_ENV)

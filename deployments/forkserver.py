@@ -195,6 +195,10 @@ class ForkServer:
         fds: list[int] = []
         try:
             message, fds = recv_frame(conn, max_fds=len(STANDARD_STREAMS))
+            if message.get("ping") is True and not fds:  # leanops doctor asks whether we answer
+                send_frame(conn, {"pong": os.getpid()})
+                conn.close()
+                return None
             request = self._validate(message, fds)
         except (OSError, EOFError, ProtocolError, ValueError) as exc:
             log.warning("refused a request: %s", exc)

@@ -72,6 +72,30 @@ def is_unavailable(exc: BaseException) -> bool:
     return answered_or_failed and (status == 429 or status >= 500)
 
 
+def is_refused(exc: BaseException) -> bool:
+    """The server answered that our credentials are missing or wrong (401) or not allowed (403)."""
+    from mlflow.exceptions import MlflowException
+
+    return isinstance(exc, MlflowException) and exc.get_http_status_code() in (401, 403)
+
+
+def check_server(settings: Settings | None = None, timeout: float = 5.0) -> None:
+    """One authenticated read (the first experiment), tried once, within ``timeout`` seconds. Raises
+    RegistryUnavailable when MLflow does not answer (or fails), PermissionError when it refuses our credentials."""
+    settings = settings or get_settings()
+    probe = settings.model_copy(update={"mlflow_http_retries": 0, "mlflow_http_timeout_seconds": max(1, round(timeout))})
+    try:
+        client(probe).search_experiments(max_results=1)
+    except Exception as exc:
+        if is_refused(exc):
+            raise PermissionError(f"MLflow at {tracking_uri(settings)} refused our credentials ({exc.get_http_status_code()})") from exc
+        if is_unavailable(exc):
+            raise unavailable_error(exc, "search_experiments", settings) from exc
+        raise
+    finally:
+        _http_policy(settings)  # the next client of this process gets the configured retries back
+
+
 def unavailable_error(exc: BaseException, what: str, settings: Settings | None = None) -> RegistryUnavailable:
     return RegistryUnavailable(
         f"MLflow at {tracking_uri(settings)} is unreachable or failing ({what}: {type(exc).__name__}: {exc})"[:1000]

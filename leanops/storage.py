@@ -64,19 +64,21 @@ def local_path(uri: str) -> Path:
     return Path(uri[len("file://"):]) if uri.startswith("file://") else Path(uri)
 
 
-def _boto_config():
+def _boto_config(timeout: float | None = None):
     from botocore.config import Config
 
+    if timeout is not None:  # a probe (leanops doctor): one attempt, an answer within ``timeout`` or an error
+        return Config(retries={"max_attempts": 1, "mode": "standard"}, connect_timeout=timeout, read_timeout=timeout)
     # botocore's own retries stay small: our task-level retries own the backoff policy.
     return Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=5, read_timeout=60)
 
 
 @lru_cache(maxsize=16)
-def _client(service: str, endpoint_url: str | None, region: str, credentials: tuple[tuple[str, str], ...] = ()):
+def _client(service: str, endpoint_url: str | None, region: str, credentials: tuple[tuple[str, str], ...] = (), timeout: float | None = None):
     import boto3
 
-    # Clients are thread-safe and cost ~50 ms to build: one per (service, endpoint, region, credentials).
-    return boto3.client(service, endpoint_url=endpoint_url, region_name=region, config=_boto_config(), **dict(credentials))
+    # Clients are thread-safe and cost ~50 ms to build: one per (service, endpoint, region, credentials, timeout).
+    return boto3.client(service, endpoint_url=endpoint_url, region_name=region, config=_boto_config(timeout), **dict(credentials))
 
 
 def _credentials(settings: Settings) -> tuple[tuple[str, str], ...]:
@@ -89,14 +91,15 @@ def _credentials(settings: Settings) -> tuple[tuple[str, str], ...]:
     return tuple((name.lower(), value) for name, value in LOCAL_AWS_CREDENTIALS.items())
 
 
-def s3_client(settings: Settings | None = None):
+def s3_client(settings: Settings | None = None, timeout: float | None = None):
+    """The S3 client; with ``timeout``, one that tries once and gives up after that many seconds (probes)."""
     settings = settings or get_settings()
-    return _client("s3", settings.resolved_s3_endpoint_url, settings.aws_region, _credentials(settings))
+    return _client("s3", settings.resolved_s3_endpoint_url, settings.aws_region, _credentials(settings), timeout)
 
 
-def sqs_client(settings: Settings | None = None):
+def sqs_client(settings: Settings | None = None, timeout: float | None = None):
     settings = settings or get_settings()
-    return _client("sqs", settings.resolved_s3_endpoint_url, settings.aws_region, _credentials(settings))
+    return _client("sqs", settings.resolved_s3_endpoint_url, settings.aws_region, _credentials(settings), timeout)
 
 
 def _translate_boto_error(uri: str, exc: Exception) -> Exception:
@@ -456,6 +459,75 @@ def queue_counts(queue_url: str, settings: Settings | None = None) -> tuple[int,
         QueueUrl=queue_url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
     )["Attributes"]
     return int(attributes["ApproximateNumberOfMessages"]), int(attributes["ApproximateNumberOfMessagesNotVisible"])
+
+
+# --- what is configured (leanops doctor): one attempt each, an answer or one of our errors -------------
+
+
+@dataclass(frozen=True)
+class QueueSetup:
+    url: str
+    arn: str
+    redrive_target_arn: str | None
+    """Where SQS moves a message after max_receive_count failed receives (its dead-letter queue), if anywhere."""
+    max_receive_count: int | None
+    visible_messages: int
+
+
+@dataclass(frozen=True)
+class NotificationRule:
+    """One of a bucket's notification configurations that sends to an SQS queue."""
+
+    queue_arn: str
+    events: tuple[str, ...]
+    prefix: str
+    suffix: str
+
+
+def _probe(label: str, call):
+    from botocore.exceptions import ClientError
+
+    try:
+        return call()
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code", "") in {"AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}:
+            raise ObjectNotFound(f"{label}: no such queue") from exc
+        raise _translate_boto_error(label, exc) from exc
+    except Exception as exc:  # noqa: BLE001 - translated to our error types (unknown ones pass unchanged)
+        raise _translate_boto_error(label, exc) from exc
+
+
+def check_bucket(bucket: str, settings: Settings | None = None, timeout: float = 5.0) -> None:
+    """Return if the bucket answers us; ObjectNotFound, BatchReadError (refused) or TransientIOError otherwise."""
+    _probe(f"s3://{bucket}", lambda: s3_client(settings, timeout).head_bucket(Bucket=bucket))
+
+
+def queue_setup(name: str, settings: Settings | None = None, timeout: float = 5.0) -> QueueSetup:
+    client = sqs_client(settings, timeout)
+
+    def read() -> QueueSetup:
+        url = client.get_queue_url(QueueName=name)["QueueUrl"]
+        attributes = client.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+        redrive = json.loads(attributes.get("RedrivePolicy") or "{}")
+        return QueueSetup(
+            url, attributes["QueueArn"], redrive.get("deadLetterTargetArn"),
+            int(redrive["maxReceiveCount"]) if "maxReceiveCount" in redrive else None,
+            int(attributes.get("ApproximateNumberOfMessages", 0)),
+        )
+
+    return _probe(f"sqs queue {name}", read)
+
+
+def bucket_notification_rules(bucket: str, settings: Settings | None = None, timeout: float = 5.0) -> list[NotificationRule]:
+    """The bucket's notifications to SQS queues, with their key filters."""
+    answer = _probe(f"s3://{bucket}", lambda: s3_client(settings, timeout).get_bucket_notification_configuration(Bucket=bucket))
+    rules = []
+    for configuration in answer.get("QueueConfigurations", []):
+        filters = {f["Name"].lower(): f["Value"] for f in configuration.get("Filter", {}).get("Key", {}).get("FilterRules", [])}
+        rules.append(NotificationRule(
+            configuration["QueueArn"], tuple(configuration.get("Events", ())), filters.get("prefix", ""), filters.get("suffix", ""),
+        ))
+    return rules
 
 
 def receive_messages(

@@ -41,7 +41,7 @@ app.add_typer(prediction_commands.app, name="predictions")
 for command in (
     run_commands.retrain, run_commands.promote, run_commands.rollback, run_commands.land,
     model_commands.status, model_commands.history, model_commands.retire, model_commands.reinstate,
-    ops_commands.recheck, ops_commands.mark_crashed, ops_commands.slack_check,
+    ops_commands.recheck, ops_commands.mark_crashed, ops_commands.slack_check, ops_commands.doctor,
 ):
     app.command()(command)
 

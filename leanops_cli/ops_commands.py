@@ -1,5 +1,5 @@
-"""Recovery commands of docs/runbook.md: ``leanops recheck``, ``leanops dlq list | redrive | drop`` and
-``leanops mark-crashed``."""
+"""Diagnosis and recovery commands of docs/runbook.md: ``leanops doctor``, ``leanops recheck``,
+``leanops dlq list | redrive | drop``, ``leanops mark-crashed`` and ``leanops slack-check``."""
 
 from __future__ import annotations
 
@@ -145,3 +145,36 @@ def slack_check(as_json: bool = JSON_OPTION) -> None:
     if not ok:
         fail(said, as_json)
     answer({"ok": True, "said": said}, as_json, lambda: console.print(said, highlight=False))
+
+
+_MARKS = {"ok": "[green]ok  [/]", "warn": "[yellow]warn[/]", "fail": "[bold red]FAIL[/]", "skip": "[dim]skip[/]"}
+
+
+def doctor(
+    timeout: float = typer.Option(5.0, "--timeout", help="Seconds each service has to answer one request."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Check every service leanops is configured for, one line each with the fix when something is wrong:
+    the Prefect API and its database, the work pool and its live workers, MLflow, the S3 bucket, the SQS
+    queue with its dead-letter queue and the bucket's notification to it, Slack, the fork server, and
+    every spec in the specs folder. Exits 1 when a check fails (a warning alone exits 0). The first step
+    of diagnosis (docs/runbook.md).
+
+    Example:
+
+        leanops doctor
+    """
+    from leanops import doctor as checkup
+
+    diagnosis = checkup.diagnose(timeout=timeout)
+
+    def show() -> None:
+        width = max(len(c.service) for c in diagnosis.checks)
+        for check in diagnosis.checks:
+            fix = f"\n       [bold]fix:[/] {check.fix}" if check.fix else ""
+            console.print(f"{_MARKS[check.status]} {check.service:<{width}}  {check.said}{fix}", highlight=False, soft_wrap=True)
+        failed = len(diagnosis.failed)
+        console.print(f"\n{failed} check(s) failed" if failed else "\nevery check passed", highlight=False)
+
+    answer({"ok": diagnosis.ok, "checks": diagnosis.checks}, as_json, show)
+    raise typer.Exit(0 if diagnosis.ok else 1)

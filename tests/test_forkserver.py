@@ -209,3 +209,19 @@ def test_the_command_imports_nothing_but_the_standard_library():
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True)  # noqa: S603
 
     assert done.stdout.strip() == "[]"
+
+
+def test_doctor_finds_the_server_answering_and_names_it_unreachable_once_killed(server):
+    from leanops import doctor
+    from leanops.settings import Settings
+
+    settings = Settings(fork_server_socket=server.socket)
+    (live,) = doctor.check_fork_server(settings, timeout=5)
+    assert live.status == "ok" and live.said == f"answers at {server.socket} (pid {server.process.pid})"
+    assert "refused a request" not in server.output()  # a ping is not a bad run request
+
+    server.process.kill()  # SIGKILL: its socket file stays behind, nobody listens on it
+    server.process.wait(timeout=30)
+    (dead,) = doctor.check_fork_server(settings, timeout=5)
+    assert dead.status == "fail" and dead.said.startswith(f"unreachable at {server.socket} (connection refused)")
+    assert dead.fix.startswith("start what is down: make stack-up")
