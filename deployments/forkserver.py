@@ -9,7 +9,9 @@ freshly pulled flow is never served from a stale copy), then listens on a Unix s
 Per request it receives the client's stdin/stdout/stderr descriptors, environment, working directory
 and arguments, forks, answers the child's pid and later its return code. The child takes over the
 client's streams, environment and directory, refreshes Prefect's settings and logging from that
-environment, and runs the module (only ``prefect.engine`` is accepted) as ``__main__``.
+environment, and runs the module (only ``prefect.engine`` is accepted) as ``__main__``. A ping
+(``{"ping": true}`` without descriptors, sent by ``engine_command.probe`` for ``leanops doctor``) is
+answered with the server's pid, and nothing is forked.
 
 The server is single-threaded on purpose: forking a process with other threads running can copy a
 lock held by one of them and deadlock the child. If the client disappears (killed by its worker), the

@@ -205,3 +205,59 @@ def test_land_puts_a_batch_where_the_bucket_notifies_the_drift_check(cli, specs_
     assert landed["uri"] == f"s3://{settings.s3_bucket}/{settings.s3_incoming_prefix}{name}/flights.parquet"
     frame, _ = storage.read_table(landed["uri"])
     assert len(frame) == landed["rows"] == 1800
+
+
+def _live_workers(settings, name: str) -> bool:
+    from support import api_call
+
+    listed = api_call(settings.resolved_prefect_api_url, "POST", f"/work_pools/{settings.work_pool_name}/workers/filter", {}).json()
+    return any(w["name"] == name and w["last_heartbeat_time"] for w in listed)
+
+
+def test_doctor_passes_on_the_running_stack_then_names_a_stopped_service(cli, stack, fork_server, slack, settings, tmp_path, monkeypatch):
+    from infra import services
+    from infra.stack import ensure_work_pool, provision_s3, worker
+    from leanops.settings import get_settings, reset_settings_cache
+    from conftest import _free_port
+
+    # Given the stack with its own S3 + SQS endpoint (a moto of this test's: the one this test stops), a worker
+    # polling the pool, the fork server, Slack (a stand-in accepting any token) and the project's specs
+    endpoint = services.moto_server(settings.host, _free_port())
+    services.start(endpoint, tmp_path)
+    for name, value in {"LEANOPS_S3_PORT": endpoint.argv[-1], "LEANOPS_SLACK_TOKEN": "xoxb-doctor",
+                        "LEANOPS_SLACK_BASE_URL": slack.base_url, "LEANOPS_SPECS_DIR": str(ROOT / "specs")}.items():
+        monkeypatch.setenv(name, value)
+    reset_settings_cache()
+    ours = get_settings()
+    provision_s3(ours)
+    ensure_work_pool(ours)
+    polling = worker(ours)
+    services.start(polling, tmp_path)
+    try:
+        wait_for(lambda: _live_workers(ours, polling.argv[polling.argv.index("--name") + 1]), "the worker's first heartbeat", 60, 0.5)
+
+        # Then every check passes, one line per service
+        passed = cli("doctor")
+        assert passed["ok"] is True and [c for c in passed["checks"] if c["status"] != "ok"] == []
+        assert {c["service"] for c in passed["checks"]} >= {
+            "Prefect API", "Prefect API: database", "work pool leanops-pool", "workers of leanops-pool", "MLflow", "S3 bucket",
+            "SQS queue leanops-batches", "dead-letter queue leanops-batches-dead", "notification s3://leanops/incoming/*.parquet",
+            "Slack", "fork server", "spec flights-delay", "spec kershaw-pitch-type",
+        }
+
+        # When the S3 + SQS endpoint stops
+        services.stop(endpoint, tmp_path)
+        failed = cli("doctor", expect=1)
+    finally:
+        services.stop(polling, tmp_path)
+        services.stop(endpoint, tmp_path)
+        monkeypatch.undo()
+        reset_settings_cache()
+
+    # Then doctor names it, unreachable, with the fix; everything else still passes
+    checks = {c["service"]: c for c in failed["checks"]}
+    bucket = checks["S3 bucket"]
+    assert bucket["status"] == "fail" and bucket["said"].startswith(f"the object store at http://127.0.0.1:{endpoint.argv[-1]} is unreachable")
+    assert bucket["fix"].startswith("start what is down: make stack-up")
+    assert {s for s, c in checks.items() if c["status"] == "fail"} == {"S3 bucket", "SQS queue leanops-batches", "dead-letter queue leanops-batches-dead"}
+    assert {s for s, c in checks.items() if c["status"] == "skip"} == {"notification s3://leanops/incoming/*.parquet"}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -33,6 +34,7 @@ BIN = Path(sys.executable).parent
 
 # Each runbook command (by how it starts) and the test that runs it.
 COVERED = {
+    "leanops doctor": "test_doctor_names_the_service_that_is_down_with_its_fix",
     "leanops status": "test_status_and_history_show_a_model_and_its_decisions",
     'leanops history "$MODEL"': "test_a_person_decides_again_after_an_approval_timed_out",
     'leanops recheck "$BATCH" --local': "test_a_batch_left_unchecked_is_checked_by_hand",
@@ -85,6 +87,23 @@ def test_every_runbook_command_runs_in_a_test():
     assert uncovered == [], f"runbook commands no test runs: {uncovered}"
     tests = {name for name, value in globals().items() if name.startswith("test_") and callable(value)}
     assert set(COVERED.values()) <= tests
+
+
+def test_doctor_names_the_service_that_is_down_with_its_fix(stack):
+    (doctor,) = doc_commands("leanops doctor")
+    # MLflow is down: nothing listens where the settings say it is.
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        down = f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+    done = run(doctor, timeout=120, LEANOPS_MLFLOW_TRACKING_URI=down)
+
+    lines = done.stdout.splitlines()
+    assert done.returncode == 1, done.stdout[-3000:] + done.stderr[-3000:]
+    line = next(n for n, text in enumerate(lines) if text.startswith("FAIL MLflow"))
+    assert lines[line].endswith(f"unreachable at {down} (connection refused)")
+    assert lines[line + 1].strip().startswith("fix: start what is down: make stack-up")
+    assert any(text.startswith("ok   Prefect API ") for text in lines) and any(text.startswith("ok   S3 bucket ") for text in lines)
 
 
 @pytest.fixture(scope="module")
