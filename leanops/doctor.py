@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence
 
-from leanops.errors import LeanopsError, ObjectNotFound, TransientIOError
+from leanops.errors import LeanopsError, ObjectNotFound, RegistryUnavailable, TransientIOError
 from leanops.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -232,8 +232,10 @@ def check_mlflow(settings: Settings, timeout: float) -> list[Check]:
     except PermissionError:
         return [fail("MLflow", f"answers at {uri} but refuses our credentials",
                      "set LEANOPS_MLFLOW_USERNAME and LEANOPS_MLFLOW_PASSWORD to an account of its basic-auth app")]
-    except Exception as exc:  # noqa: BLE001 - any failure to read is this check's answer, said in its line
+    except RegistryUnavailable as exc:
         return [fail("MLflow", f"unreachable at {uri} ({plain_reason(exc)})", f"{START_STACK}; or set LEANOPS_MLFLOW_TRACKING_URI to your server")]
+    except Exception as exc:  # noqa: BLE001 - any other failure to read is this check's answer, said in its line
+        return [fail("MLflow", f"cannot be read at {uri} ({plain_reason(exc)})", "see the MLflow server's log (.leanops/logs/mlflow-server.log)")]
     auth = " with our credentials" if settings.mlflow_password else ""
     return [ok("MLflow", f"answers at {uri}{auth}")]
 

@@ -86,7 +86,6 @@ def test_doctor_names_every_service_that_does_not_answer_with_its_fix(monkeypatc
     monkeypatch.setenv("LEANOPS_HOME", str(tmp_path))  # no fork server socket there
     monkeypatch.setenv("LEANOPS_SPECS_DIR", str(tmp_path))
     spec_copy(tmp_path, "good")
-    monkeypatch.delenv("PREFECT_API_URL")
     from leanops.settings import get_settings, reset_settings_cache
 
     reset_settings_cache()
