@@ -11,7 +11,10 @@ child and exits as the child did, so the worker's cancellation and crash reporti
 
 With no fork server (``LEANOPS_FORK_SERVER_SOCKET`` unset, nothing listening, or the request
 refused) it *becomes* the cold command (``exec python -m prefect.engine``): the warm path is an
-optimisation, never a dependency.
+optimisation, never a dependency. The same happens when the process listening on the socket runs as
+another user (checked with SO_PEERCRED before anything is sent): the environment holds the worker's
+credentials, and only a server of this process's own uid is handed it. The server checks the command's
+uid the same way.
 
 Usage: ``python -m deployments.engine_command [--module M] [args...]`` (M defaults to prefect.engine).
 Standard library only, and this module is imported alone: it must start fast.
@@ -26,7 +29,7 @@ import signal
 import socket
 import struct
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 SOCKET_ENV = "LEANOPS_FORK_SERVER_SOCKET"
 DEFAULT_MODULE = "prefect.engine"
@@ -34,10 +37,23 @@ FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 STANDARD_STREAMS = (0, 1, 2)
 _HEADER = struct.Struct("!I")
 MAX_FRAME_BYTES = 16 * 1024 * 1024
+_PEER_CREDENTIALS = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
 
 class ProtocolError(Exception):
     """The other side sent something that is not a frame of this protocol."""
+
+
+class ColdStart(Exception):  # noqa: N818 - it is an outcome, not a failure: the run starts cold
+    """The fork server did not take the run, and nothing was started: the reason is the message."""
+
+
+def peer_credentials(sock: socket.socket) -> tuple[int, int, int]:
+    """(pid, uid, gid) of the process at the other end of a connected Unix socket, as the kernel recorded
+    them when it connected (a client) or listened (a server): the peer cannot forge them."""
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEER_CREDENTIALS.size)
+    pid, uid, gid = _PEER_CREDENTIALS.unpack(raw)
+    return pid, uid, gid
 
 
 # --- framing, shared with the server: a 4-byte length, then that many bytes of JSON ----------------
@@ -105,7 +121,7 @@ def _parse(argv: list[str]) -> tuple[str, list[str]]:
     return DEFAULT_MODULE, argv
 
 
-def _cold(module: str, args: list[str], why: str) -> None:
+def _cold(module: str, args: list[str], why: str) -> NoReturn:
     """Become ``python -m <module> args``: the same process id, so the worker notices nothing."""
     print(f"engine_command: starting cold ({why})", file=sys.stderr, flush=True)
     os.execv(sys.executable, [sys.executable, "-m", module, *args])
@@ -119,8 +135,8 @@ def _exit_like(returncode: int) -> None:
     sys.exit(returncode if returncode >= 0 else 1)
 
 
-def run_warm(socket_path: str, module: str, args: list[str]) -> int | None:
-    """The child's return code, or None if the fork server could not take the run (nothing started)."""
+def run_warm(socket_path: str, module: str, args: list[str]) -> int:
+    """The child's return code; raises ColdStart if the fork server could not take the run (nothing started)."""
     child: dict[str, int] = {}
     pending: list[int] = []
 
@@ -136,21 +152,24 @@ def run_warm(socket_path: str, module: str, args: list[str]) -> int | None:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(socket_path)
-    except OSError:
+    except OSError as exc:
         sock.close()
-        return None
+        raise ColdStart(f"no fork server answered at {socket_path}: {exc}") from exc
     with sock:
+        server_pid, server_uid, _gid = peer_credentials(sock)
+        if server_uid != os.geteuid():
+            raise ColdStart(f"the fork server at {socket_path} (pid {server_pid}) runs as uid {server_uid}, not as "
+                            f"this worker's uid {os.geteuid()}: it is not handed this run's environment")
         request = {"module": module, "args": args, "env": dict(os.environ), "cwd": os.getcwd()}
         try:
             send_frame(sock, request, fds=STANDARD_STREAMS)
             for signum in FORWARDED_SIGNALS:
                 signal.signal(signum, forward)
             answer, _ = recv_frame(sock)
-        except (OSError, EOFError, ProtocolError):
-            return None
+        except (OSError, EOFError, ProtocolError) as exc:
+            raise ColdStart(f"the fork server at {socket_path} did not take the run: {exc}") from exc
         if "pid" not in answer:
-            print(f"engine_command: fork server refused the run: {answer.get('error')}", file=sys.stderr, flush=True)
-            return None
+            raise ColdStart(f"fork server refused the run: {answer.get('error')}")
         child["pid"] = int(answer["pid"])
         for signum in pending:
             forward(signum, None)
@@ -169,6 +188,10 @@ def probe(socket_path: str, timeout: float = 5.0) -> int:
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(timeout)
         sock.connect(socket_path)
+        server_pid, server_uid, _gid = peer_credentials(sock)
+        if server_uid != os.geteuid():  # it would refuse this user, and this user's runs would start cold
+            raise OSError(f"the fork server (pid {server_pid}) runs as uid {server_uid}, not as this user's "
+                          f"uid {os.geteuid()}: run it as the worker's user")
         send_frame(sock, {"ping": True})
         try:
             answer, _ = recv_frame(sock)
@@ -184,9 +207,10 @@ def main(argv: list[str] | None = None) -> None:
     socket_path = os.environ.get(SOCKET_ENV)
     if not socket_path:
         _cold(module, args, f"{SOCKET_ENV} is not set")
-    returncode = run_warm(socket_path, module, args)
-    if returncode is None:
-        _cold(module, args, f"no fork server answered at {socket_path}")
+    try:
+        returncode = run_warm(socket_path, module, args)
+    except ColdStart as why:
+        _cold(module, args, str(why))
     _exit_like(returncode)
 
 

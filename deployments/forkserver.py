@@ -5,8 +5,10 @@ flow run so a run reaches Running without paying those imports (see ``deployment
 
 It preloads ``LEANOPS_FORK_SERVER_PRELOAD`` (third-party libraries only: leanops' own modules, the
 flows and the tasks are imported by each child from the run's working directory, so a changed or
-freshly pulled flow is never served from a stale copy), then listens on a Unix socket (mode 0600).
-Per request it receives the client's stdin/stdout/stderr descriptors, environment, working directory
+freshly pulled flow is never served from a stale copy), then listens on a Unix socket (mode 0600) in a folder only its own user can enter (0700: the server
+creates it, tightens the mode of one of its own, and refuses to start in a folder another user owns).
+It serves only clients of its own uid, checked with SO_PEERCRED on each connection: whoever it serves
+runs code as this user. Per request it receives the client's stdin/stdout/stderr descriptors, environment, working directory
 and arguments, forks, answers the child's pid and later its return code. The child takes over the
 client's streams, environment and directory, refreshes Prefect's settings and logging from that
 environment, and runs the module (only ``prefect.engine`` is accepted) as ``__main__``. A ping
@@ -29,6 +31,7 @@ import runpy
 import selectors
 import signal
 import socket
+import stat
 import sys
 import threading
 import time
@@ -41,6 +44,7 @@ from deployments.engine_command import (
     DEFAULT_MODULE,
     STANDARD_STREAMS,
     ProtocolError,
+    peer_credentials,
     recv_frame,
     send_frame,
 )
@@ -54,6 +58,7 @@ REQUEST_READ_TIMEOUT_SECONDS = 5.0
 # read, cached from the server's environment) and imports them afresh from the run's code and environment.
 PROJECT_PACKAGES = frozenset({"leanops", "flows", "tasks", "deployments", "infra"})
 HEARTBEAT_EVERY_SECONDS = 5.0
+SOCKET_FOLDER_MODE = 0o700
 
 
 @dataclass(frozen=True)
@@ -64,11 +69,51 @@ class RunRequest:
     cwd: str
 
 
+def _private_folder(folder: Path) -> None:
+    """Make ``folder`` a directory only this user can enter: created 0700, or an existing one of ours set
+    to 0700. An existing folder of another owner (or a symlink) is refused: its owner could swap the socket;
+    so is a folder everyone may write to (/tmp): it is shared, and 0700 would lock the others out.
+
+    A looser folder of our own is tightened rather than refused: only this user (or root) can have set its
+    mode, so fixing it takes nothing from anyone, while refusing would stop the server wherever a tool made
+    the folder first with its umask (the stack's pid files in ``<home>/run``, a container volume). What may
+    have been put in it meanwhile does not matter to the server: it replaces a stale socket, refuses to
+    start if something answers there, and clients check the server's uid themselves."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(mode=SOCKET_FOLDER_MODE)
+    except FileExistsError:
+        pass
+    try:
+        # O_NOFOLLOW: the checks and the chmod below apply to this folder, not to where a symlink points.
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as exc:
+        raise RuntimeError(f"fork server socket folder {folder} is not a directory of its own: {exc}") from exc
+    try:
+        info = os.fstat(fd)
+        if info.st_uid != os.geteuid():
+            raise RuntimeError(f"fork server socket folder {folder} belongs to uid {info.st_uid}, not to this "
+                               f"server's uid {os.geteuid()}: its owner could replace the socket. Remove it, "
+                               "or point LEANOPS_FORK_SERVER_SOCKET into a folder of this user")
+        mode = stat.S_IMODE(info.st_mode)
+        if mode & (stat.S_ISVTX | stat.S_IWOTH):
+            # A folder anyone may write to is shared (/tmp, /dev/shm...): tightening it would break others.
+            raise RuntimeError(f"fork server socket folder {folder} is writable by everyone (mode {mode:04o}), a "
+                               "shared folder such as /tmp: point LEANOPS_FORK_SERVER_SOCKET into a folder of its "
+                               "own (e.g. <LEANOPS_HOME>/run/forkserver.sock), which the server makes 0700")
+        if mode != SOCKET_FOLDER_MODE:
+            os.fchmod(fd, SOCKET_FOLDER_MODE)
+            log.warning("fork server socket folder %s had mode %04o: set to %04o (only its user may enter)",
+                        folder, mode, SOCKET_FOLDER_MODE)
+    finally:
+        os.close(fd)
+
+
 def _bind(path: Path) -> socket.socket:
     if len(os.fsencode(path)) > MAX_SOCKET_PATH_BYTES:
         raise ValueError(f"fork server socket path is {len(os.fsencode(path))} bytes, Unix sockets allow "
                          f"{MAX_SOCKET_PATH_BYTES}: set LEANOPS_FORK_SERVER_SOCKET to a shorter path ({path})")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _private_folder(path.parent)
     if path.exists():
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -194,6 +239,17 @@ class ForkServer:
             return None
         conn.setblocking(True)
         conn.settimeout(REQUEST_READ_TIMEOUT_SECONDS)
+        peer_pid, peer_uid, peer_gid = peer_credentials(conn)
+        if peer_uid != os.geteuid():
+            # Refused before reading anything: its request (and the descriptors in it) is never received.
+            log.warning("refused a connection from pid %d (uid %d, gid %d): this server serves uid %d only",
+                        peer_pid, peer_uid, peer_gid, os.geteuid())
+            try:
+                send_frame(conn, {"error": f"this fork server serves uid {os.geteuid()} only, not uid {peer_uid}"})
+            except OSError:
+                pass
+            conn.close()
+            return None
         fds: list[int] = []
         try:
             message, fds = recv_frame(conn, max_fds=len(STANDARD_STREAMS))

@@ -280,7 +280,9 @@ def start(service: Service, home: Path, extra_env: dict[str, str] | None = None)
         raise RuntimeError(f"{service.name}: something else already answers at {service.health_url}")
     log_file = service.log_file(home)
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    service.pid_file(home).parent.mkdir(parents=True, exist_ok=True)
+    # 0700: <home>/run also holds the fork server's socket, which only this user may reach (the server
+    # tightens an older, looser one itself).
+    service.pid_file(home).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     env = process_env(service, extra_env)
     launched = time.time()
     log_offset = log_file.stat().st_size if log_file.exists() else 0

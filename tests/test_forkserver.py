@@ -8,15 +8,23 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
+import select
+import shutil
 import signal
+import socket
+import stat
 import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+from deployments.engine_command import STANDARD_STREAMS, peer_credentials, recv_frame, send_frame
 from deployments.forkserver import ForkServer
 from infra.services import process_alive
 from support import wait_for
@@ -24,13 +32,19 @@ from support import wait_for
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
 TARGET = "forkserver_target"
+# Another user, for real: root ignores folder modes, so only a process of another uid shows who is refused.
+OTHER_UID = pwd.getpwnam("nobody").pw_uid
+OTHER_GID = pwd.getpwnam("nobody").pw_gid
 
 
 class Server:
-    def __init__(self, preload: list[str], env: dict[str, str] | None = None) -> None:
+    def __init__(self, preload: list[str], env: dict[str, str] | None = None, socket_folder_mode: int | None = None) -> None:
         # Short path: a Unix socket address holds at most 107 bytes.
         self.folder = Path(tempfile.mkdtemp(prefix="lfs-", dir="/tmp"))
-        self.socket = self.folder / "s.sock"
+        self.socket = self.folder / "run" / "s.sock"  # the server makes its folder, unless socket_folder_mode
+        if socket_folder_mode is not None:
+            self.socket.parent.mkdir()
+            self.socket.parent.chmod(socket_folder_mode)
         heartbeat = self.folder / "heartbeat"
         self.log = (self.folder / "server.log").open("w+b")
         self.process = subprocess.Popen(  # noqa: S603 - fixed argv
@@ -88,6 +102,7 @@ def test_a_run_is_forked_from_the_server_with_the_clients_streams_environment_an
     assert "a line on stderr" in done.stderr
     assert "starting cold" not in done.stderr
     assert f"forked pid {report['pid']}" in server.output()
+    assert stat.S_IMODE(server.socket.parent.stat().st_mode) == 0o700  # made by the server, for its user only
 
 
 def test_concurrent_runs_each_get_their_own_streams_and_environment(server, tmp_path):
@@ -225,3 +240,161 @@ def test_doctor_finds_the_server_answering_and_names_it_unreachable_once_killed(
     (dead,) = doctor.check_fork_server(settings, timeout=5)
     assert dead.status == "fail" and dead.said.startswith(f"unreachable at {server.socket} (connection refused)")
     assert dead.fix.startswith("start what is down: make stack-up")
+# --- who may talk to whom ---------------------------------------------------------------------------
+
+
+def require_root() -> None:
+    if os.geteuid() != 0:
+        pytest.fail(f"this test switches a process to uid {OTHER_UID} (nobody) with setuid, which needs root; it "
+                    f"runs as uid {os.geteuid()}. Run it as root (CI does): skipping would leave the check untested")
+
+
+class AsOtherUser:
+    """``work(report)`` in a forked child that has really become uid/gid ``nobody`` (setgroups, setgid,
+    setuid: no way back to root). ``report(obj)`` sends a JSON line to the test; so does the return value."""
+
+    def __init__(self, work: Callable[[Callable[[object], None]], object]) -> None:
+        require_root()
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns into pytest
+            os.close(read_fd)
+            status = 1
+
+            def report(message: object) -> None:
+                os.write(write_fd, json.dumps(message).encode() + b"\n")
+
+            try:
+                os.setgroups([])
+                os.setgid(OTHER_GID)
+                os.setuid(OTHER_UID)
+                report({"done": work(report)})
+                status = 0
+            except BaseException as exc:  # noqa: BLE001 - reported to the test, which fails on it
+                report({"error": f"{type(exc).__name__}: {exc}"})
+            finally:
+                os._exit(status)
+        os.close(write_fd)
+        self.pid = pid
+        self._read_fd = read_fd
+        self._buffer = b""
+
+    def next_message(self, timeout: float = 30.0) -> object:
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._buffer:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self._read_fd], [], [], left)[0]:
+                raise AssertionError(f"no word from the child of uid {OTHER_UID} within {timeout:.0f} s")
+            chunk = os.read(self._read_fd, 65536)
+            if not chunk:
+                raise AssertionError(f"the child of uid {OTHER_UID} exited without a word")
+            self._buffer += chunk
+        line, _, self._buffer = self._buffer.partition(b"\n")
+        message = json.loads(line)
+        assert "error" not in message, message["error"]
+        return message
+
+    def result(self, timeout: float = 30.0) -> object:
+        message = self.next_message(timeout)
+        os.close(self._read_fd)
+        os.waitpid(self.pid, 0)
+        return message["done"]
+
+
+def send_a_run_request(socket_path: Path) -> object:
+    """What a client not using engine_command might send: a full request, streams included."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(str(socket_path))
+    except PermissionError as exc:
+        return {"connect": f"PermissionError: {exc.strerror}"}
+    with sock:
+        sock.settimeout(20)
+        request = {"module": TARGET, "args": ["report"], "env": {"TARGET_MARKER": "intruder"}, "cwd": "/"}
+        try:
+            send_frame(sock, request, fds=STANDARD_STREAMS)
+        except BrokenPipeError:
+            pass  # the server may answer and close before the request is out: its answer is still there to read
+        answer, _ = recv_frame(sock)
+        return answer
+
+
+def test_a_client_of_another_uid_is_refused_by_the_server(server):
+    nobody_before = AsOtherUser(lambda _report: send_a_run_request(server.socket)).result()
+    assert nobody_before == {"connect": "PermissionError: Permission denied"}  # the 0700 folder keeps it out
+
+    # Let it reach the socket: what refuses it now is the server's SO_PEERCRED check, not the folder's mode.
+    for folder in (server.folder, server.socket.parent):
+        folder.chmod(0o711)
+    server.socket.chmod(0o666)
+    intruder = AsOtherUser(lambda _report: send_a_run_request(server.socket))
+    answer = intruder.result()
+
+    assert answer == {"error": f"this fork server serves uid 0 only, not uid {OTHER_UID}"}
+    log = server.output()  # logged before the answer was sent
+    assert f"refused a connection from pid {intruder.pid} (uid {OTHER_UID}, gid {OTHER_GID})" in log
+    assert "forked pid" not in log
+    assert json.loads(run_client(server.socket, "report").stdout)["ppid"] == server.process.pid  # still serves uid 0
+
+
+def test_the_command_does_not_hand_its_environment_to_a_server_of_another_uid(tmp_path):
+    """Someone else listening on the socket path (an impostor, or a fork server of another user) gets
+    nothing: the command sees the server's uid first and starts the run cold, in its own process."""
+    require_root()
+    folder = Path(tempfile.mkdtemp(prefix="lfs-", dir="/tmp"))
+    os.chown(folder, OTHER_UID, OTHER_GID)
+    path = folder / "s.sock"
+
+    def listen_and_record(report):
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(path))
+        listener.listen(1)
+        listener.settimeout(60)
+        report("listening")
+        conn, _ = listener.accept()
+        conn.settimeout(30)
+        received = b""
+        while chunk := conn.recv(65536):  # everything the client sends, until it closes
+            received += chunk
+        return {"client_uid": peer_credentials(conn)[1], "received": received.decode(errors="replace")}
+
+    impostor = AsOtherUser(listen_and_record)
+    try:
+        assert impostor.next_message() == "listening"
+        done = run_client(path, "report", "0", TARGET_MARKER="the-worker-credentials")
+        recorded = impostor.result()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+    assert recorded == {"client_uid": 0, "received": ""}  # it connected, looked, and sent nothing
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert (report["ppid"], report["marker"]) == (os.getpid(), "the-worker-credentials")  # ran cold, itself
+    assert f"starting cold (the fork server at {path} (pid {impostor.pid}) runs as uid {OTHER_UID}, not as this " \
+           "worker's uid 0: it is not handed this run's environment)" in done.stderr
+
+
+def test_a_loose_socket_folder_of_its_own_is_made_private():
+    started = Server(preload=[TARGET], socket_folder_mode=0o755)  # e.g. made first by a tool with umask 022
+    try:
+        assert stat.S_IMODE(started.socket.parent.stat().st_mode) == 0o700
+        assert f"socket folder {started.socket.parent} had mode 0755: set to 0700" in started.output()
+    finally:
+        started.stop()
+
+
+def test_a_socket_folder_of_another_user_or_shared_by_everyone_is_refused(tmp_path):
+    require_root()
+    theirs = tmp_path / "theirs"
+    theirs.mkdir(mode=0o700)
+    os.chown(theirs, OTHER_UID, OTHER_GID)
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)  # as /tmp is
+
+    with pytest.raises(RuntimeError, match=f"belongs to uid {OTHER_UID}, not to this server's uid 0"):
+        ForkServer(theirs / "s.sock").serve()
+    with pytest.raises(RuntimeError, match="writable by everyone"):
+        ForkServer(shared / "s.sock").serve()
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o1777  # left as it was
+    assert list(theirs.iterdir()) == []
