@@ -172,25 +172,34 @@ def slack():
 
 
 @pytest.fixture(scope="module")
-def deployed(stack, settings):
-    """`prefect deploy --all` from the project root; yields {"flow/deployment": id}. The two schedules
-    are switched off (their runs would start reconciliations and scheduler passes mid-test); teardown deletes
-    the deployments and their automations, so nothing outlives the module."""
+def deployment_names():
+    """The deployments of prefect.yaml a module deploys (default: all; a module needing a few overrides this)."""
+    from support import DEPLOYMENT_NAMES
+
+    return DEPLOYMENT_NAMES
+
+
+@pytest.fixture(scope="module")
+def deployed(stack, deployment_names, settings):
+    """`prefect deploy` of the module's deployments (default `--all`) from the project root; yields
+    {"flow/deployment": id}. The two schedules are switched off (their runs would start reconciliations and
+    scheduler passes mid-test); teardown deletes the deployments and their automations, so nothing outlives the module."""
     from infra.stack import ensure_work_pool
     from support import DEPLOYMENT_NAMES, api_call, prefect_request
 
     api = settings.resolved_prefect_api_url
     ensure_work_pool(settings)
+    which = ["--all"] if set(deployment_names) == set(DEPLOYMENT_NAMES) else [a for n in deployment_names for a in ("--name", n)]
     started = time.monotonic()
     done = subprocess.run(  # noqa: S603 - fixed argv
-        [str(Path(sys.executable).parent / "prefect"), "deploy", "--all", "--no-prompt", "--prefect-file", "prefect.yaml"],
+        [str(Path(sys.executable).parent / "prefect"), "deploy", *which, "--no-prompt", "--prefect-file", "prefect.yaml"],
         cwd=Path(__file__).resolve().parent.parent, env={**os.environ, "PREFECT_CLI_PROMPT": "false"},
         capture_output=True, text=True, timeout=300,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    print(f"\nprefect deploy --all: {time.monotonic() - started:.1f} s")
-    ids = {name: api_call(api, "GET", f"/deployments/name/{name}").json()["id"] for name in DEPLOYMENT_NAMES}
-    for name in ("schedule/every-5-minutes", "reconcile/hourly"):
+    print(f"\nprefect deploy {' '.join(which)}: {time.monotonic() - started:.1f} s")
+    ids = {name: api_call(api, "GET", f"/deployments/name/{name}").json()["id"] for name in deployment_names}
+    for name in {"schedule/every-5-minutes", "reconcile/hourly"} & ids.keys():
         for schedule in api_call(api, "GET", f"/deployments/{ids[name]}").json()["schedules"]:
             # Deactivating also deletes the runs already scheduled for it.
             api_call(api, "PATCH", f"/deployments/{ids[name]}/schedules/{schedule['id']}", {"active": False})
@@ -201,7 +210,13 @@ def deployed(stack, settings):
 
 
 @pytest.fixture(scope="module")
-def worker(deployed, specs_dir, fork_server, settings):
+def worker_env():
+    """More environment for the module's worker, and so for every flow run it starts (a module overrides this)."""
+    return {}
+
+
+@pytest.fixture(scope="module")
+def worker(deployed, specs_dir, fork_server, worker_env, settings):
     """A real process worker on leanops-pool (1 s polls) starting runs through the fork server, finding
     specs by name in the module's own ``specs_dir`` fixture.
 
@@ -211,10 +226,10 @@ def worker(deployed, specs_dir, fork_server, settings):
     from support import api_call, automations_of
 
     api = settings.resolved_prefect_api_url
-    for name in ("promote/on-new-challenger", "rollback/on-degraded"):
+    for name in {"promote/on-new-challenger", "rollback/on-degraded"} & deployed.keys():
         for automation in automations_of(api, deployed[name]):
             api_call(api, "PATCH", f"/automations/{automation['id']}", {"enabled": False})
     service = stack.worker(settings)
-    services.start(service, settings.home, extra_env={"LEANOPS_SPECS_DIR": str(specs_dir)})
+    services.start(service, settings.home, extra_env={"LEANOPS_SPECS_DIR": str(specs_dir), **worker_env})
     yield service
     services.stop(service, settings.home)
