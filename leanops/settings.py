@@ -12,7 +12,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -42,7 +42,10 @@ class Settings(BaseSettings):
 
     # None means "the local stack's service on the ports above".
     prefect_api_url: str | None = None
-    mlflow_tracking_uri: str | None = None
+    # A secret when it carries credentials (https://user:password@host): leanops calls MLflow and builds links,
+    # log lines and messages with the URL without them, and hands them to MLflow's client as its basic-auth
+    # variables (mlflow_client_env; mlflow_password, when set, wins).
+    mlflow_tracking_uri: SecretStr | None = None
     # Where MLflow stores artifacts when leanops starts the tracking server (file path or s3:// URI).
     mlflow_artifacts_destination: str | None = None
     # MLflow client requests: retries per call (task retries come on top) and the timeout of one request.
@@ -171,7 +174,14 @@ class Settings(BaseSettings):
 
     @property
     def resolved_mlflow_tracking_uri(self) -> str:
-        return self.mlflow_tracking_uri or f"http://{self.host}:{self.mlflow_port}"
+        """The tracking server's URL without credentials: what MLflow's client calls and what links show."""
+        return without_credentials(self._configured_tracking_uri)[0]
+
+    @property
+    def _configured_tracking_uri(self) -> str:
+        if self.mlflow_tracking_uri is None or not self.mlflow_tracking_uri.get_secret_value():
+            return f"http://{self.host}:{self.mlflow_port}"
+        return self.mlflow_tracking_uri.get_secret_value()
 
     @property
     def resolved_fork_server_socket(self) -> Path:
@@ -275,10 +285,24 @@ class Settings(BaseSettings):
         return env
 
     def mlflow_client_env(self) -> dict[str, str]:
-        """MLflow's client credentials (its basic-auth app), read by MLflow from the environment."""
-        if not self.mlflow_password:
+        """MLflow's client credentials (its basic-auth app), read by MLflow from the environment: mlflow_password,
+        else those written into mlflow_tracking_uri."""
+        if self.mlflow_password:
+            return {"MLFLOW_TRACKING_USERNAME": self.mlflow_username, "MLFLOW_TRACKING_PASSWORD": self.mlflow_password.get_secret_value()}
+        _, credentials = without_credentials(self._configured_tracking_uri)
+        if credentials is None:
             return {}
-        return {"MLFLOW_TRACKING_USERNAME": self.mlflow_username, "MLFLOW_TRACKING_PASSWORD": self.mlflow_password.get_secret_value()}
+        return {"MLFLOW_TRACKING_USERNAME": credentials[0], "MLFLOW_TRACKING_PASSWORD": credentials[1]}
+
+
+def without_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
+    """``url`` without its ``user:password@`` part, and that (user, password), if it had one."""
+    parts = urlsplit(url)
+    userinfo, at, host = parts.netloc.rpartition("@")
+    if not at:
+        return url, None
+    user, _, password = userinfo.partition(":")
+    return urlunsplit(parts._replace(netloc=host)), (unquote(user), unquote(password))
 
 
 @lru_cache(maxsize=1)
