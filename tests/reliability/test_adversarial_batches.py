@@ -149,7 +149,7 @@ def test_a_strange_but_valid_batch_is_checked_and_the_champion_stays(champion_hi
 RUN_MEMORY_CAP = 768 * 2**20
 
 
-def test_a_file_larger_than_the_runs_memory_is_refused_before_it_is_read(champion_history, stack, tmp_path, record):
+def test_a_file_too_large_for_the_runs_memory_is_refused_before_it_is_read(champion_history, stack, tmp_path, record):
     import resource
     import subprocess
     import sys
@@ -158,12 +158,15 @@ def test_a_file_larger_than_the_runs_memory_is_refused_before_it_is_read(champio
     from leanops.errors import BatchTooLarge
     from support import wait_for_events
 
-    row = record("7 adversarial batch", "a file larger than the run's memory cap (RLIMIT_DATA 768 MB), announced by S3")
+    row = record("7 adversarial batch", "a 200 MB file, ~1.2 GB once read, past the run's RLIMIT_DATA 768 MB; via S3")
     name = champion_history["name"]
     big = tmp_path / "huge.parquet"
-    with big.open("wb") as handle:  # a 910 MB parquet-looking file, written without holding it in memory
+    # A parquet-looking file, written without holding it in memory. Reading takes ~6x its size
+    # (LEANOPS_BATCH_MEMORY_FACTOR), so 200 MB needs ~1.2 GB: more than the whole cap, let alone what the
+    # imports leave. (A file bigger than the cap itself proves nothing more and took 45 s to upload to moto.)
+    with big.open("wb") as handle:
         handle.write(b"PAR1")
-        handle.truncate(RUN_MEMORY_CAP + 100 * 2**20)
+        handle.truncate(200 * 2**20)
     key = f"{stack.s3_incoming_prefix}{name}/huge.parquet"
     uri = storage.upload_file(big, f"s3://{stack.s3_bucket}/{key}")
     (landed,) = wait_for_events(stack.resolved_prefect_api_url, events.BATCH_LANDED, uri, timeout=60)[:1]
