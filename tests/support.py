@@ -247,3 +247,56 @@ def automations_of(api: str, deployment_id: str) -> list[dict]:
 def delete_runs(api: str, runs: list[dict]) -> None:
     for run in runs:
         prefect_request("DELETE", f"{api}/flow_runs/{run['id']}")
+
+
+# --- promote runs that pause for a person's answer ------------------------------------------------------
+
+
+def promote_in_thread(**parameters):
+    """Start promote in a thread under a unique tag, which finds its flow run through the API:
+    (thread, {"state": the run's final state once it ends}, tag)."""
+    import threading
+    import uuid
+
+    from prefect import tags
+
+    from flows.promote import promote
+
+    tag, out = f"t-{uuid.uuid4().hex[:8]}", {}
+
+    def target():
+        with tags(tag):
+            out["state"] = promote(**parameters, return_state=True)
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    return thread, out, tag
+
+
+def paused_run_id(tag: str, timeout: float = 90.0):
+    """The id of the flow run tagged ``tag`` once it is paused (waiting for its Resume form)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
+
+    def paused():
+        with get_client(sync_client=True) as client:
+            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[tag])))
+        return runs[0].id if runs and runs[0].state is not None and runs[0].state.is_paused() else None
+
+    return wait_for(paused, f"the run tagged {tag} to pause for approval", timeout, 0.3)
+
+
+def answer_when_paused(tag: str, **run_input) -> None:
+    """Answer the Resume form of the run tagged ``tag`` once it is paused and its form is saved."""
+    from prefect.flow_runs import resume_flow_run
+
+    run_id = paused_run_id(tag)
+
+    def resumed():
+        try:
+            resume_flow_run(run_id, run_input=run_input)
+        except RuntimeError:  # the form's schema is saved just after the pause: try again
+            return False
+        return True
+
+    wait_for(resumed, f"run {run_id} to accept the answer", 30, 0.3)

@@ -17,7 +17,7 @@ import pytest
 from leanops import datasets, events, registry, storage
 from leanops.aliases import alias_history, apply_promotion
 from leanops.errors import ContractViolation, ModelNotFound, SpecError
-from support import spec_copy, wait_for_events
+from support import answer_when_paused, paused_run_id, promote_in_thread, spec_copy, wait_for_events
 
 pytestmark = pytest.mark.e2e
 
@@ -131,53 +131,6 @@ def test_a_better_challenger_is_promoted_and_a_worse_one_rejected_with_its_gate_
 # --- manual approval ------------------------------------------------------------------------------
 
 
-def _run_in_thread(**params) -> tuple[threading.Thread, dict, str]:
-    """Start promote in a thread under a unique tag; the tag finds its flow run through the API."""
-    from prefect import tags
-
-    from flows.promote import promote
-
-    tag = f"t-{uuid.uuid4().hex[:8]}"
-    out: dict = {}
-
-    def target():
-        with tags(tag):
-            out["state"] = promote(**params, return_state=True)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    return thread, out, tag
-
-
-def _paused_run_id(tag: str, timeout: float = 60.0):
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
-
-    deadline = time.monotonic() + timeout
-    with get_client(sync_client=True) as client:
-        while time.monotonic() < deadline:
-            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[tag])))
-            if runs and runs[0].state is not None and runs[0].state.is_paused():
-                return runs[0].id
-            time.sleep(0.3)
-    raise AssertionError(f"no paused run tagged {tag} within {timeout} s")
-
-
-def _answer(tag: str, **run_input) -> None:
-    from prefect.flow_runs import resume_flow_run
-
-    run_id = _paused_run_id(tag)
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            resume_flow_run(run_id, run_input=run_input)
-            return
-        except RuntimeError:  # the form's schema is saved just after the pause: retry briefly
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.3)
-
-
 def _form_text(tag: str) -> str:
     """The description above the paused run's Resume form (saved just after the pause)."""
     from prefect.client.orchestration import get_client
@@ -185,7 +138,7 @@ def _form_text(tag: str) -> str:
 
     from support import wait_for
 
-    run_id = _paused_run_id(tag)
+    run_id = paused_run_id(tag)
 
     def description():
         with get_client(sync_client=True) as client:
@@ -199,9 +152,9 @@ def _form_text(tag: str) -> str:
 
 def _promote_answered(params: dict, **answer):
     """Run promote in a thread, read its Resume form, answer it: (outcome, form text, final state)."""
-    thread, out, tag = _run_in_thread(**params)
+    thread, out, tag = promote_in_thread(**params)
     form = _form_text(tag)
-    _answer(tag, **answer)
+    answer_when_paused(tag, **answer)
     thread.join(60)
     return out["state"].result(), form, out["state"]
 
@@ -229,8 +182,8 @@ def test_manual_approval_resumes_both_ways_times_out_to_a_rejection_and_a_new_ru
     hasty = spec_file(tmp_path, name, "hasty", promotion__approval="manual", promotion__approval_timeout_seconds=3)
 
     # Rejected by a person: recorded with who and why; nothing moves.
-    thread, out, tag = _run_in_thread(spec=manual, version=v1)
-    _answer(tag, approve=False, reason="not before the holidays", approver="ana")
+    thread, out, tag = promote_in_thread(spec=manual, version=v1)
+    answer_when_paused(tag, approve=False, reason="not before the holidays", approver="ana")
     thread.join(60)
     rejected = out["state"].result()
     assert (rejected.action, rejected.by) == ("rejected", "ana")
@@ -253,8 +206,8 @@ def test_manual_approval_resumes_both_ways_times_out_to_a_rejection_and_a_new_ru
     assert aliases(name) == (None, None)
 
     # A timeout is no answer: the same comparison asks again, and an approval promotes.
-    thread, out, tag = _run_in_thread(spec=manual, version=v1, batch_uri=july)
-    _answer(tag, approve=True, reason="checked July", approver="bo")
+    thread, out, tag = promote_in_thread(spec=manual, version=v1, batch_uri=july)
+    answer_when_paused(tag, approve=True, reason="checked July", approver="bo")
     thread.join(60)
     approved = out["state"].result()
     assert (approved.action, approved.by) == ("promoted", "bo")
@@ -343,10 +296,10 @@ def test_racing_promotions_end_with_one_champion_a_correct_previous_champion_and
     promote(spec=spec_file(tmp_path, name, "relaxed", **RELAXED), version=weak)
     spec = spec_file(tmp_path, name, "manual", promotion__approval="manual", promotion__approval_timeout_seconds=120)
 
-    runs = [_run_in_thread(spec=spec, version=v) for v in (strong, strong_b)]
-    paused = [_paused_run_id(tag) for _, _, tag in runs]
+    runs = [promote_in_thread(spec=spec, version=v) for v in (strong, strong_b)]
+    paused = [paused_run_id(tag) for _, _, tag in runs]
     for _, _, tag in runs:
-        _answer(tag, approve=True, reason="race", approver="ana")
+        answer_when_paused(tag, approve=True, reason="race", approver="ana")
     asked_again = 0
     for thread, _, tag in runs:  # the stale one asks again if it beats the new champion
         asked_again += _answer_while_running(thread, tag, approve=True, reason="second look", approver="bo")
@@ -380,7 +333,7 @@ def _answer_while_running(thread: threading.Thread, tag: str, **run_input) -> in
         while thread.is_alive() and time.monotonic() < deadline:
             run = paused_run()
             if run is not None:
-                _answer(tag, **run_input)
+                answer_when_paused(tag, **run_input)
                 answered += 1
                 # Until the run has left this pause (a second look too soon would answer it twice).
                 leave_by = time.monotonic() + 30

@@ -18,7 +18,7 @@ from prefect.client.orchestration import get_client
 
 from leanops import registry
 from leanops.errors import ModelNotFound
-from support import environment, spec_copy, wait_for
+from support import answer_when_paused, environment, promote_in_thread, spec_copy, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -68,49 +68,6 @@ def test_a_rollback_of_a_model_never_registered_says_so(stack, tmp_path, record)
     row.survived, row.data_lost = True, "none (nothing created)"
 
 
-def _promote_in_thread(**parameters):
-    """promote in a thread under a fresh tag; (thread, {"state": ...}, tag)."""
-    import threading
-    import uuid
-
-    from prefect import tags
-
-    from flows.promote import promote
-
-    tag, out = f"t-{uuid.uuid4().hex[:8]}", {}
-
-    def target():
-        with tags(tag):
-            out["state"] = promote(**parameters, return_state=True)
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    return thread, out, tag
-
-
-def _resume_when_paused(tag: str, **run_input) -> None:
-    """Answer the Resume form of the run tagged ``tag`` once it is paused and its form is saved."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterTags
-    from prefect.flow_runs import resume_flow_run
-
-    def paused_run():
-        with get_client(sync_client=True) as client:
-            runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(tags=FlowRunFilterTags(all_=[tag])))
-        return runs[0].id if runs and runs[0].state is not None and runs[0].state.is_paused() else None
-
-    run_id = wait_for(paused_run, f"the promote run tagged {tag} to pause for approval", 90, 0.3)
-
-    def resumed():
-        try:
-            resume_flow_run(run_id, run_input=run_input)
-        except RuntimeError:  # the form's schema is saved just after the pause: try again
-            return False
-        return True
-
-    wait_for(resumed, f"run {run_id} to accept the answer", 30, 0.3)
-
-
 def test_an_approval_nobody_answers_is_a_recorded_rejection_and_a_later_promote_asks_again(small_champion, stack, slack, tmp_path, record):
     from flows.promote import promote
     from leanops.aliases import alias_history
@@ -146,8 +103,8 @@ def test_an_approval_nobody_answers_is_a_recorded_rejection_and_a_later_promote_
     recovered_from = time.monotonic()
     (tmp_path / "patient").mkdir()
     patient = spec_copy(tmp_path / "patient", name, promotion__approval_timeout_seconds=120, **gates)
-    thread, out, tag = _promote_in_thread(spec=str(patient), version=version)
-    _resume_when_paused(tag, approve=True, approver="ana", reason="checked by hand after the timeout")
+    thread, out, tag = promote_in_thread(spec=str(patient), version=version)
+    answer_when_paused(tag, approve=True, approver="ana", reason="checked by hand after the timeout")
     thread.join(120)
     approved = out["state"].result()
     assert (approved.action, approved.by) == ("promoted", "ana")
