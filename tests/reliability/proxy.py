@@ -90,6 +90,10 @@ class TcpProxy:
             return
         upstream.settimeout(None)
         threading.Thread(target=_pipe, args=(upstream, client), daemon=True).start()
+        self._forward(client, upstream)
+
+    def _forward(self, client: socket.socket, upstream: socket.socket) -> None:
+        """Client to upstream (the answers flow back on their own thread); a subclass may hold requests back."""
         _pipe(client, upstream)
 
 

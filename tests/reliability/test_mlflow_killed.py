@@ -29,7 +29,7 @@ from leanops.errors import ModelNotFound, RegistryUnavailable
 from leanops.results import Batch
 from leanops.settings import Settings
 from leanops.spec import load_spec
-from reliability.proxy import TcpProxy, _pipe
+from reliability.proxy import TcpProxy
 from support import spec_copy
 
 pytestmark = pytest.mark.e2e
@@ -51,14 +51,7 @@ class Tripwire(TcpProxy):
         self.on_trip = lambda: None
         self.tripped = threading.Event()
 
-    def _serve(self, client) -> None:
-        try:
-            upstream = socket.create_connection(self.target, timeout=10)
-        except OSError:
-            client.close()
-            return
-        upstream.settimeout(None)
-        threading.Thread(target=_pipe, args=(upstream, client), daemon=True).start()
+    def _forward(self, client, upstream) -> None:
         try:
             # A client on a kept-alive connection sends its next request only after the last answer,
             # so a request line starts a chunk.
