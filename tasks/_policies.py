@@ -1,9 +1,10 @@
-"""Retry and cache policies shared by every lifecycle task.
+"""Retry, cache and result policies shared by every lifecycle task.
 
 Retries are for transient I/O only: a contract violation, a missing model or a programming error
 (TypeError, KeyError ...) is never retried.
 Cache keys come from fingerprints (data content hashes, spec hashes) plus the task's source,
 never from hashing a DataFrame or a client, so a cache hit costs milliseconds and crosses runs.
+A cached result is stored and read back as data, never as code (tasks/_serializer.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pydantic import BaseModel
 
 from leanops.errors import is_transient
 from leanops.spec import Spec
+from tasks._serializer import SAFE_SERIALIZER, VerifiedRecordStorage
 
 IO_RETRIES = 3
 IO_RETRY_DELAYS = exponential_backoff(backoff_factor=1)  # 1, 2, 4 s
@@ -84,4 +86,8 @@ class Fingerprints(CachePolicy):
         return hash_objects({k: identity(v) for k, v in sorted(inputs.items())}, raise_on_failure=True)
 
 
-BY_FINGERPRINT = Fingerprints() + TASK_SOURCE
+BY_FINGERPRINT = (Fingerprints() + TASK_SOURCE).configure(key_storage=VerifiedRecordStorage())
+
+# Task options of every stage whose result is cached: `@task(**CACHED, ...)`. The result is written with
+# the safe serializer and read back only through the verified record storage of BY_FINGERPRINT.
+CACHED: dict[str, Any] = dict(cache_policy=BY_FINGERPRINT, persist_result=True, result_serializer=SAFE_SERIALIZER)

@@ -10,7 +10,7 @@ from leanops import modeling, registry
 from leanops.registry import ModelVersionInfo
 from leanops.results import EvalResult, FeatureSet, TrainResult
 from leanops.spec import Spec
-from tasks._policies import BY_FINGERPRINT, RETRY_IO
+from tasks._policies import CACHED, RETRY_IO
 
 
 @task(
@@ -22,11 +22,7 @@ def find_champion(spec: Spec) -> ModelVersionInfo | None:
 
 
 # Cached on (model, holdout, champion version): a new champion means a new comparison.
-@task(
-    cache_policy=BY_FINGERPRINT,
-    persist_result=True,
-    **RETRY_IO,
-)
+@task(**CACHED, **RETRY_IO)
 def evaluate_model(train: TrainResult, features: FeatureSet, spec: Spec, champion: ModelVersionInfo | None) -> EvalResult:
     logger = get_run_logger()
     champion_model = registry.load_model(champion) if champion else None

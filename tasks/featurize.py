@@ -7,10 +7,10 @@ from prefect import get_run_logger, task
 from leanops import features
 from leanops.results import Batch, FeatureSet
 from leanops.spec import Spec
-from tasks._policies import BY_FINGERPRINT
+from tasks._policies import CACHED
 
 
-@task(cache_policy=BY_FINGERPRINT, persist_result=True)
+@task(**CACHED)
 def build_features(batch: Batch, spec: Spec) -> FeatureSet:
     feature_set = features.build_feature_set(batch, spec)
     logger = get_run_logger()

@@ -12,7 +12,7 @@ from leanops.results import Batch, DriftPersistence, DriftResult, MonitorOutcome
 from leanops.settings import get_settings
 from leanops.spec import Spec
 from tasks._locks import model_lock
-from tasks._policies import BY_FINGERPRINT, RETRY_IO
+from tasks._policies import CACHED, RETRY_IO
 
 
 def artifact_key(spec: Spec, what: str) -> str:
@@ -26,7 +26,7 @@ def resolve_target(spec: str, batch_uri: str, bucket: str, key: str, version_id:
 
 
 # Cached per (batch, champion, spec, code): re-checking the same batch against the same champion is free.
-@task(cache_policy=BY_FINGERPRINT, persist_result=True, **RETRY_IO)
+@task(**CACHED, **RETRY_IO)
 def compute_drift(batch: Batch, champion: ModelVersionInfo, spec: Spec) -> DriftResult:
     # The champion is checked as it was trained, even after its spec changed (features, target, metrics).
     spec = monitoring.as_trained(spec, registry.load_recorded_spec(champion))

@@ -24,7 +24,7 @@ from leanops.results import (
 )
 from leanops.spec import Spec
 from tasks._locks import model_lock
-from tasks._policies import BY_FINGERPRINT, RETRY_IO
+from tasks._policies import CACHED, RETRY_IO
 
 
 def _run_url() -> str:
@@ -41,7 +41,7 @@ def resolve_challenger(spec: Spec, version: str | None) -> ModelVersionInfo:
 
 # Cached on (spec, challenger version, champion version, batch fingerprint): a rerun of the same
 # comparison reuses the scores instead of loading and predicting again.
-@task(cache_policy=BY_FINGERPRINT, persist_result=True, **RETRY_IO)
+@task(**CACHED, **RETRY_IO)
 def evaluate_candidates(
     spec: Spec, challenger: ModelVersionInfo, champion: ModelVersionInfo | None, batch: Batch | None
 ) -> tuple[CandidateMetrics, CandidateMetrics | None]:
@@ -159,7 +159,7 @@ def keep_champion(spec: Spec, current: ModelVersionInfo, reason: str) -> AliasCh
     return change
 
 
-@task(cache_policy=BY_FINGERPRINT, persist_result=True, **RETRY_IO)
+@task(**CACHED, **RETRY_IO)
 def compare_on_batch(spec: Spec, current: ModelVersionInfo, previous: ModelVersionInfo, batch: Batch) -> RollbackCheck:
     """Current and previous champion scored on the batch that showed the degradation."""
     data = promotion.batch_data(batch.frame, spec, batch.fingerprint)

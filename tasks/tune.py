@@ -22,7 +22,7 @@ from prefect.cache_policies import NO_CACHE
 from leanops import study_log, tuning
 from leanops.results import FeatureSet, ParamsChoice, StudyPlan, TrialBatchResult, TuningResult
 from leanops.spec import Spec
-from tasks._policies import BY_FINGERPRINT, RETRY_IO
+from tasks._policies import CACHED, RETRY_IO
 
 
 def _summary_markdown(result: TuningResult) -> str:
@@ -51,7 +51,7 @@ def _report(result: TuningResult) -> None:
 
 # Cached across runs by data fingerprint + spec + storage + task source: a finished study is not re-run.
 # No retries: a crashed tuning is resumed by the next run from its storage.
-@task(cache_policy=BY_FINGERPRINT, persist_result=True)
+@task(**CACHED)
 def tune_params(features: FeatureSet, spec: Spec, storage: str | None = None, n_jobs: int = 1) -> TuningResult:
     result = tuning.tune(
         features.X_train, features.y_train, features.X_valid, features.y_valid, spec,

@@ -9,10 +9,10 @@ from leanops import contract, prediction_log
 from leanops.errors import ContractViolation
 from leanops.results import Batch, ValidationReport
 from leanops.spec import Spec
-from tasks._policies import BY_FINGERPRINT
+from tasks._policies import CACHED
 
 
-@task(cache_policy=BY_FINGERPRINT, persist_result=True, retries=0)
+@task(**CACHED, retries=0)
 def validate_batch(batch: Batch, spec: Spec) -> ValidationReport:
     logger = get_run_logger()
     try:
