@@ -105,7 +105,8 @@ class Settings(BaseSettings):
     # Where Prefect keeps task results and cache records: a local folder, or the slug of an s3-bucket
     # block (prefect-aws) that every worker reads, so a task cached on one worker is a hit on another.
     # Default: <home>/prefect-results embedded, s3-bucket/<database_prefix>-results in production
-    # (infra.stack creates the block from the S3 settings, under prefix prefect-results/).
+    # (infra.stack creates the block from the S3 settings, under prefix prefect-results/). Payloads sit at
+    # its top, cache-record metadata under cache-records/; both are data, never pickles (tasks/_serializer.py).
     result_storage: str | None = None
 
     # --- production profile (profile=production; unused by the embedded stack) ---

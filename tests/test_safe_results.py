@@ -4,6 +4,7 @@ is refused, and the typed results of leanops.results come back as they were stor
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import math
 import operator
@@ -147,7 +148,7 @@ def _document_with_model(model) -> bytes:
 
     document = json.loads(SAFE_SERIALIZER.dumps({"model": 0}))
     data = sio.dumps(model)
-    document["blobs"] = [{"kind": "skops", "sha256": __import__("hashlib").sha256(data).hexdigest(),
+    document["blobs"] = [{"kind": "skops", "sha256": hashlib.sha256(data).hexdigest(),
                           "data": base64.b64encode(data).decode()}]
     document["value"] = {"$": "dict", "items": [["model", {"$": "model", "blob": 0}]]}
     return json.dumps(document).encode()
