@@ -8,9 +8,11 @@ starts, and delete the runs they made so no worker ever executes them.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+import threading
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -37,6 +39,7 @@ TRIGGERED = {
 UID = uuid.uuid4().hex[:6]
 WEEKLY, LANDED = f"weekly-{UID}", f"landed-{UID}"
 SCORED = f"scored-{UID}"
+LOGGED = f"logged-{UID}"  # served by the endpoint, its prediction log checked by drift-monitor
 # Specs whose cron came due ten minutes before the module started (one of them retired): the scheduler's models.
 DUE, ALSO_DUE, RETIRED = f"due-{UID}", f"also-due-{UID}", f"retired-{UID}"
 DUE_AT = (datetime.now(timezone.utc) - timedelta(minutes=10)).replace(second=0, microsecond=0)
@@ -67,6 +70,29 @@ def specs_dir(stack, tmp_path_factory):
         spec_copy(folder, name, retrain_window__prefix=f"windows/{WEEKLY}/", schedule__cron=f"{DUE_AT:%M %H} * * *",
                   **SMALL_MODEL)
     return folder
+
+
+@contextlib.contextmanager
+def endpoint_in_thread(app):
+    """``app`` served by uvicorn on a free port from a thread of this process (its lifespan runs: models load,
+    the prediction log flushes); yields an HTTP client. Leaving stops the server, which flushes the log."""
+    import httpx
+    import uvicorn
+
+    from e2e.test_serving import free_port
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, name="endpoint", daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: server.started or not thread.is_alive(), "uvicorn to start", 60, 0.1)
+        assert server.started, "uvicorn stopped while starting (see the captured log)"
+        with httpx.Client(base_url=f"http://127.0.0.1:{server.config.port}", timeout=30) as client:
+            yield client
+    finally:
+        server.should_exit = True
+        thread.join(60)
+        assert not thread.is_alive(), "uvicorn did not stop within 60 s"
 
 
 # --- deploying -------------------------------------------------------------------------------------
@@ -193,6 +219,93 @@ def test_a_table_put_under_the_scoring_prefix_is_scored_by_the_champion(deployed
     [scored_event] = wait_for_events(api, events.BATCH_SCORED, events.model_resource_id(SCORED))
     assert scored_event["payload"]["output_uri"] == output.uri
     assert runs_of(api, deployed["drift-monitor/on-new-batch"], key=key) == []
+
+
+def test_the_endpoints_logged_sample_and_its_later_labels_are_checked_by_drift_monitor(deployed, worker, specs_dir, tmp_path, settings):
+    """The prediction log end to end. The endpoint (the serving app under uvicorn, in a thread of this process,
+    with the prediction log sink and flusher it always runs, writing to the session's S3) answers single-row
+    requests over HTTP; its log writes the sampled ones as a batch under incoming/<model>/_predictions/sample/,
+    which the bridge routes to drift-monitor. Labels that arrive later for some of the answers are joined to
+    the logged sample by prediction id, and the performance check scores the champion on exactly those rows.
+
+    Requests stop once one batch plus a remainder are in the sample (the sample is chosen by prediction id, so
+    the client can tell): the flusher writes one batch, stopping the app keeps the remainder beside the
+    inspection stream. Drift must hold for 3 checks of 3: the two checks here never start a retrain."""
+    import pandas as pd
+    from sklearn.metrics import roc_auc_score
+
+    from e2e.test_serving import train_version
+    from leanops import canary, drift_log, prediction_log
+    from leanops.serving.requests import request_rows
+    from leanops.spec import load_spec
+    from serving.app import create_app
+    from support import environment, prefect_request, read_events
+
+    api = settings.resolved_prefect_api_url
+    batch_rows, remainder_rows, unlabelled_rows, share = 50, 20, 10, 0.5
+    overrides = {"contract__min_rows": batch_rows, "drift__min_rows": batch_rows, "drift__persistence_k": 3,
+                 "drift__persistence_n": 3, "schedule__cron": None, "serving": {"log_sample_share": share}}
+    served_specs = tmp_path / "served"
+    served_specs.mkdir()
+    spec = load_spec(spec_copy(served_specs, LOGGED, **overrides))
+    spec_copy(specs_dir, LOGGED, **overrides)  # the same spec, where the worker finds it
+    assert prediction_log.sample_batch_rows(spec) == batch_rows
+    version = train_version(spec, seed=51, params={"n_estimators": 20, "max_depth": 3})
+    registry.set_alias(LOGGED, registry.CHAMPION, version)
+    flights = datasets.flights_sample([5, 6], rows_per_month=200, seed=7).dropna(subset=["dep_delay"])
+    sample_prefix = prediction_log.incoming_log_prefix(LOGGED, prediction_log.SAMPLE, settings)
+
+    answered: list[tuple[str, float, float]] = []  # prediction id, score, the label that arrives later
+    with environment(LEANOPS_SPECS_DIR=str(served_specs), LEANOPS_PREDICTION_LOG_FLUSH_SECONDS="0.5",
+                     LEANOPS_SERVING_FOLLOW_EVENTS="false", LEANOPS_SERVING_ALIAS_CHECK_SECONDS="3600"):
+        with endpoint_in_thread(create_app()) as client:
+            wait_for(lambda: client.get("/ready").status_code == 200, "the champion loaded", 120, 0.3)
+            for row, delay in zip(request_rows(flights, spec), flights["dep_delay"]):
+                answer = client.post(f"/models/{LOGGED}/predict", json=row)
+                assert answer.status_code == 200, answer.text
+                [prediction] = answer.json()["predictions"]
+                answered.append((prediction["id"], prediction["score"], float(delay)))
+                if sum(canary.in_log_sample(i, LOGGED, share) for i, _, _ in answered) == batch_rows + remainder_rows:
+                    break
+            [sample] = wait_for(lambda: storage.list_objects(sample_prefix, settings=settings), "the log's sample batch", 30)
+    sampled = [i for i, _, _ in answered if canary.in_log_sample(i, LOGGED, share)]
+    assert len(sampled) == batch_rows + remainder_rows, "too few flights to fill the sample"
+    [remainder] = storage.list_objects(prediction_log.kept_log_prefix(LOGGED, prediction_log.REMAINDER, settings), settings=settings)
+    logged = storage.read_table(sample.uri, settings)[0]
+    kept = storage.read_table(remainder.uri, settings)[0]
+    assert len(logged) == batch_rows and len(kept) == remainder_rows
+    assert set(logged[prediction_log.PREDICTION_ID]) | set(kept[prediction_log.PREDICTION_ID]) == set(sampled)
+    assert storage.list_objects(sample_prefix, settings=settings) == [sample]  # one batch routed, the remainder not
+
+    # Labels arrive for every answer but the last few sampled ones; the unsampled ones cannot be joined.
+    unlabelled = set(sampled[-unlabelled_rows:])
+    labels = pd.DataFrame([{"prediction_id": i, "dep_delay": d} for i, _, d in answered if i not in unlabelled])
+    labels_key = f"{settings.s3_incoming_prefix}{LOGGED}/_predictions/labels/{UID}.parquet"
+    labels_uri = storage.write_table(labels, f"s3://{settings.s3_bucket}/{labels_key}", settings)
+    joined = [(score, delay > 15) for i, score, delay in answered if i in set(sampled) - unlabelled]
+
+    checks = {}
+    for uri in (sample.uri, labels_uri):
+        [run] = finished_runs(api, deployed["drift-monitor/on-new-batch"], timeout=240, key=storage.split_s3_uri(uri)[1])
+        assert run["state_name"] == "Completed", run["state"]
+        mark = manifest.read_mark(uri, storage.stat(uri, settings).etag, settings)
+        [checked] = wait_for(lambda uri=uri: [e for e in read_events(api, events.DRIFT_CHECKED, events.model_resource_id(LOGGED))
+                                               if e["payload"]["batch_uri"] == uri], f"leanops.drift.checked naming {uri}")
+        assert checked["payload"]["status"] == mark.status and mark.status in {"ok", "drift"}, (checked, mark)
+        checks[uri] = (run, drift_log.drift_check_metrics(LOGGED, uri, settings))
+    assert checks[sample.uri][1]["n_current"] == batch_rows and "batch_roc_auc" not in checks[sample.uri][1]  # no labels yet
+
+    # The performance check scored the champion on the joined rows: the labels beside the scores the endpoint answered.
+    labels_run, metrics = checks[labels_uri]
+    assert metrics["n_current"] == len(joined) == batch_rows + remainder_rows - unlabelled_rows
+    assert metrics["batch_roc_auc"] == pytest.approx(roc_auc_score([y for _, y in joined], [s for s, _ in joined]), abs=1e-9)
+    line = f"labels {labels_uri}: {len(joined)} of {len(labels)} prediction ids joined to the logged sample"
+
+    def run_log() -> list[str]:
+        body = {"logs": {"flow_run_id": {"any_": [labels_run["id"]]}}, "limit": 200}
+        return [entry["message"] for entry in prefect_request("POST", f"{api}/logs/filter", json=body).json()]
+
+    wait_for(lambda: line in run_log(), f"the run's log line {line!r}")
 
 
 def test_reconcile_announces_only_batches_no_check_processed(deployed, worker, settings):
