@@ -12,9 +12,9 @@ from tasks.alert import alert_on_failure
 from tasks.cooldown import claim_retrain, confirm_retrain_claim, release_retrain_claim
 from tasks.evaluate import evaluate_model, find_champion
 from tasks.featurize import build_features
-from tasks.ingest import check_training_size, load_batch
+from tasks.ingest import check_training_size, identify_batch, load_batch
 from tasks.publish import publish_event
-from tasks.register import register_model
+from tasks.register import find_registered_retrain, register_model
 from tasks.retirement import is_model_retired
 from tasks.spec import load_model_spec
 from tasks.train import fit_model
@@ -46,13 +46,19 @@ def retrain(
         return None
     if not claim_retrain(model_spec, reason).allowed:
         return None
+    tuned = model_spec.tuning.enabled if tune is None else tune
+    champion = find_champion(model_spec)
+    # Cache hits are decided on keys: an unchanged batch already trained on is not read at all.
+    earlier = find_registered_retrain(identify_batch(batch_uri, model_spec), model_spec, tuned)
+    if earlier is not None:
+        check_training_size(earlier.train_rows, champion, allow_small)
+        return earlier
     batch = load_batch(batch_uri, model_spec)
     validate_batch(batch, model_spec)
     features = build_features(batch, model_spec)
-    champion = find_champion(model_spec)
-    check_training_size(features, champion, allow_small)
+    check_training_size(features.sizes["train"], champion, allow_small)
     tuning = None
-    if model_spec.tuning.enabled if tune is None else tune:
+    if tuned:
         tuning = choose_params(log_tuning(tune_params(features, model_spec), model_spec), model_spec)
     trained = fit_model(features, model_spec, tuning.params if tuning else None)
     evaluation = evaluate_model(trained, features, model_spec, champion)

@@ -23,7 +23,7 @@ import pandas as pd
 
 from leanops import manifest, prediction_log, storage
 from leanops.errors import BatchReadError, GateFailed
-from leanops.results import Batch, combine_fingerprints
+from leanops.results import Batch, BatchIdentity, combine_fingerprints
 from leanops.settings import Settings, get_settings
 from leanops.spec import RetrainWindowSpec, Spec
 
@@ -93,6 +93,39 @@ def _never_rejected(info: storage.ObjectInfo) -> bool:
     return False
 
 
+def _object_identity(uri: str, object_identity: str) -> str:
+    return combine_fingerprints("object", uri, object_identity)
+
+
+def _window_identity(uri: str, objects: list[tuple[str, str]]) -> str:
+    # Every counted, not rejected object with its identity: the same objects give the same rows (the
+    # window's rules and time bounds are the spec's, and the bounds count from the newest row read).
+    return combine_fingerprints("window", uri, *(f"{o}={i}" for o, i in objects))
+
+
+def identify_batch(
+    uri: str, window: RetrainWindowSpec, is_rejected: RejectedTest = _never_rejected, settings: Settings | None = None,
+) -> BatchIdentity:
+    """The identity :func:`read_batch` would give the batch at ``uri`` now, from a HEAD / stat or a listing,
+    without reading any object: equal identities mean equal content (see :class:`BatchIdentity`)."""
+    if not is_prefix(uri):
+        return BatchIdentity(uri, _object_identity(uri, storage.object_identity(uri, settings)))
+    objects = _window_objects(uri, window, is_rejected, settings)
+    return BatchIdentity(uri, _window_identity(uri, [(o.uri, o.identity) for o in objects]))
+
+
+def _window_objects(uri: str, window: RetrainWindowSpec, is_rejected: RejectedTest, settings: Settings | None) -> list[storage.ObjectInfo]:
+    candidates = counted_objects(uri, storage.list_objects(uri, settings=settings), window)
+    rejected = [o.uri for o in candidates if is_rejected(o)]
+    objects = [o for o in candidates if o.uri not in rejected]
+    if not objects:
+        raise BatchReadError(
+            f"no batches under {uri} in the retrain window ({window.model_dump(exclude_none=True)})"
+            + (f"; rejected and left out: {rejected}" if rejected else "")
+        )
+    return objects
+
+
 def read_batch(
     uri: str,
     window: RetrainWindowSpec,
@@ -102,26 +135,20 @@ def read_batch(
 ) -> Batch:
     """One object as it is, or the window of landed batches under a prefix as one batch (see the module)."""
     if not is_prefix(uri):
-        frame, fingerprint = storage.read_table(uri, settings)
-        return Batch(uri=uri, fingerprint=fingerprint, frame=frame, sources=(uri,))
+        frame, fingerprint, identity = storage.read_table_with_identity(uri, settings)
+        return Batch(uri=uri, fingerprint=fingerprint, frame=frame, sources=(uri,), identity=_object_identity(uri, identity))
     if (window.days or window.since) and not time_column:
         raise BatchReadError(
             f"retrain_window.days = {window.days!r} / since = {window.since!r} need the spec's time.column to date rows; "
             "the spec has none"
         )
-    candidates = counted_objects(uri, storage.list_objects(uri, settings=settings), window)
-    rejected = [o.uri for o in candidates if is_rejected(o)]
-    objects = [o for o in candidates if o.uri not in rejected]
-    if not objects:
-        raise BatchReadError(
-            f"no batches under {uri} in the retrain window ({window.model_dump(exclude_none=True)})"
-            + (f"; rejected and left out: {rejected}" if rejected else "")
-        )
-    frames, fingerprints = [], []
+    objects = _window_objects(uri, window, is_rejected, settings)
+    frames, fingerprints, identities = [], [], []
     for info in objects:
-        frame, fingerprint = storage.read_table(info.uri, settings)
+        frame, fingerprint, identity = storage.read_table_with_identity(info.uri, settings)
         frames.append(frame)
         fingerprints.append(fingerprint)
+        identities.append((info.uri, identity))
     columns = [set(f.columns) for f in frames]
     if any(c != columns[0] for c in columns):
         differing = sorted(set.union(*columns) - set.intersection(*columns))
@@ -135,6 +162,7 @@ def read_batch(
         fingerprint=combine_fingerprints(*(fingerprints[i] for i in used), *([bounds] if bounds else [])),
         frame=frame[keep.to_numpy()].reset_index(drop=True),
         sources=tuple(objects[i].uri for i in used),
+        identity=_window_identity(uri, identities),
     )
 
 

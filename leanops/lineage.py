@@ -38,7 +38,7 @@ def leanops_version() -> str:
 
 def build_lineage(
     data_uri: str, data_fingerprint: str, spec_hash: str, flow_run_id: str | None, sources: tuple[str, ...] = (),
-    tuning: ParamsChoice | None = None,
+    tuning: ParamsChoice | None = None, data_identity: str = "",
 ) -> Lineage:
     return Lineage(
         git_commit=git_commit(),
@@ -50,9 +50,24 @@ def build_lineage(
         data_sources=sources,
         tuning_study=tuning.study_name if tuning else None,
         params_choice=tuning.explanation if tuning else "",
+        data_identity=data_identity,
+        retrain_key=retrain_key(data_identity, spec_hash, tuning is not None) if data_identity else "",
     )
 
 
 def training_key(lineage: Lineage, train_fingerprint: str) -> str:
     """Same data, spec, params and code -> same key -> no second registered version."""
     return combine_fingerprints(lineage.data_fingerprint, lineage.spec_hash, train_fingerprint, lineage.git_commit)
+
+
+def retrain_key(data_identity: str, spec_hash: str, tuned: bool) -> str:
+    """What a retrain is looked up by before it reads anything: the batch's storage identity (ETags /
+    stat, see leanops.storage.object_identity), the spec, whether it tunes, and the code (commit and the
+    feature and model recipe versions). Everything else a training depends on follows from these: the
+    content, hence the features and, for a tuned retrain, the cached study's choice."""
+    from leanops.features import FEATURES_VERSION
+    from leanops.modeling import MODELING_VERSION
+
+    return combine_fingerprints(
+        "retrain", data_identity, spec_hash, "tuned" if tuned else "spec-params", FEATURES_VERSION, MODELING_VERSION, git_commit(),
+    )

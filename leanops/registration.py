@@ -27,7 +27,7 @@ from leanops.errors import RegistrationFailed, RegistryUnavailable
 from leanops.features import model_input_columns
 from leanops.mlflow_access import run_url
 from leanops.modeling import pyfunc_output
-from leanops.results import EvalResult, FeatureSet, Lineage, RegistrationResult, TrainResult
+from leanops.results import RETRAIN_KEY_TAG, EvalResult, FeatureSet, Lineage, RegistrationResult, TrainResult
 from leanops.settings import Settings
 from leanops.spec import Spec
 
@@ -92,6 +92,19 @@ def _log_training(run_id: str, spec: Spec, train: TrainResult, evaluation: EvalR
     return tracking.log_sklearn_model(run_id, train.model, example, scores, predict_fn, pyfunc_output(spec), settings=settings)
 
 
+def find_earlier_retrain(spec: Spec, retrain_key: str, settings: Settings | None = None) -> RegistrationResult | None:
+    """The version a retrain with ``retrain_key`` (leanops.lineage.retrain_key) already registered, complete,
+    as an uncreated registration; None when there is none. One registry search, nothing read from the data."""
+    existing = registry.find_by_retrain_key(spec.registered_model_name, retrain_key, settings)
+    if existing is None:
+        return None
+    rows = existing.metrics.get("rows_train")
+    return RegistrationResult(
+        existing.name, existing.version, existing.run_id, existing.model_uri, False, run_url(existing.run_id, settings=settings),
+        train_rows=int(rows) if rows is not None else None,
+    )
+
+
 def register_training(
     spec: Spec,
     train: TrainResult,
@@ -110,6 +123,11 @@ def register_training(
     existing = next((info for info in earlier if info.registration_complete), None)
     if existing is not None:
         log.info("training key %s already registered as %s v%s: nothing new registered", training_key, name, existing.version)
+        if lineage.retrain_key and existing.tags.get(RETRAIN_KEY_TAG) != lineage.retrain_key:
+            # The same content reached under another identity (re-uploaded, touched): the next rerun finds it unread.
+            registry.set_version_tags(
+                name, existing.version, {RETRAIN_KEY_TAG: lineage.retrain_key, "leanops.data_identity": lineage.data_identity}, settings,
+            )
         return RegistrationResult(name, existing.version, existing.run_id, existing.model_uri, False, run_url(existing.run_id, settings=settings), alias)
 
     run = tracking.start_run(f"leanops/{name}", f"retrain-{training_key[:8]}", {

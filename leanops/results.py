@@ -19,12 +19,25 @@ def combine_fingerprints(*parts: object) -> str:
 
 
 @dataclass(frozen=True)
+class BatchIdentity:
+    """Which batch a URI names now, known without reading it: from the objects' ETags (S3) or stat
+    (local files), see :func:`leanops.storage.object_identity`. Equal identities mean equal content;
+    it is a change detector for cache decisions, never recorded as the data's lineage fingerprint."""
+
+    uri: str
+    identity: str
+
+
+@dataclass(frozen=True)
 class Batch:
     uri: str
     fingerprint: str
+    """The content fingerprint (SHA-256 of the bytes read), what lineage records."""
     frame: pd.DataFrame = field(repr=False, compare=False)
     sources: tuple[str, ...] = ()
     """The object URIs a batch was assembled from (a retrain window), in order."""
+    identity: str = ""
+    """The :class:`BatchIdentity` ``identity`` of what was read ("" if unknown)."""
 
     @property
     def n_rows(self) -> int:
@@ -161,6 +174,9 @@ class TrialBatchResult:
     seconds: float
 
 
+RETRAIN_KEY_TAG = "leanops.retrain_key"
+
+
 @dataclass(frozen=True)
 class Lineage:
     git_commit: str
@@ -174,6 +190,10 @@ class Lineage:
     """The Optuna study run before training (its MLflow run holds the trials), if any."""
     params_choice: str = ""
     """Why the model trained with tuned or with the spec's parameters."""
+    data_identity: str = ""
+    """The batch's storage identity (ETags / stat) when it was read: not content, a lookup aid."""
+    retrain_key: str = ""
+    """What a rerun on the same batch identity, spec and code looks the version up by, before reading anything."""
 
     def as_tags(self) -> dict[str, str]:
         tags = {
@@ -186,6 +206,10 @@ class Lineage:
         }
         if self.data_sources:
             tags["leanops.data_sources"] = ",".join(self.data_sources)[:4900]
+        if self.data_identity:
+            tags["leanops.data_identity"] = self.data_identity
+        if self.retrain_key:
+            tags[RETRAIN_KEY_TAG] = self.retrain_key
         if self.tuning_study:
             tags["leanops.tuning_study"] = self.tuning_study
             tags["leanops.params_choice"] = self.params_choice[:4900]
@@ -202,6 +226,8 @@ class RegistrationResult:
     """False when an identical training (same data, spec, params, code) was already registered."""
     run_url: str = ""
     alias: str = "challenger"
+    train_rows: int | None = None
+    """Rows the version trained on, when the registry was asked (for the training-size gate of a rerun)."""
 
 
 # --- drift monitoring ---------------------------------------------------------------------------

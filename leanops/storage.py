@@ -36,6 +36,9 @@ class ObjectInfo:
     fingerprint: str
     # S3's ETag (quotes stripped); "" for local files. A listing and a HEAD agree on it, versioned or not.
     etag: str = ""
+    identity: str = ""
+    """What changes whenever the content changes, known without reading it (see :func:`s3_identity`,
+    :func:`file_identity`). A listing, a HEAD and a GET of the same object agree on it."""
 
 
 def is_s3(uri: str) -> bool:
@@ -141,6 +144,35 @@ def _hash_file(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def s3_identity(etag: str, size: int) -> str:
+    """An S3 object's identity without reading it: its ETag, which AWS documents as reflecting changes to
+    the content only. It is the MD5 of the bytes for a single-part upload without SSE-KMS/SSE-C, but the
+    MD5 of the parts' MD5s (suffix ``-N``) for a multipart upload, and opaque under KMS, so it is a change
+    detector, not a content fingerprint: the same bytes uploaded in other parts get another ETag (a
+    needless recompute, never a wrong reuse). Not the version id: a listing does not show it (a pinned
+    ``?versionId=`` is part of the URI instead)."""
+    return f"etag:{etag}:{size}"
+
+
+def file_identity(st: os.stat_result) -> str:
+    """A local file's identity without reading it: size, mtime_ns, ctime_ns and inode. mtime alone can be
+    set back (``cp -p``, ``touch -r``, ``rsync -t``); ctime cannot, and a replace-by-rename gets a new
+    inode. Any metadata change (chmod) also changes ctime: a needless recompute, never a wrong reuse. Left
+    open: a same-size rewrite in place within one tick of the filesystem clock."""
+    return f"stat:{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}"
+
+
+def object_identity(uri: str, settings: Settings | None = None) -> str:
+    """One object's identity (:func:`s3_identity` by a HEAD, :func:`file_identity` by a stat), without reading it."""
+    if is_s3(uri):
+        return stat(uri, settings).identity
+    path = local_path(uri)
+    try:
+        return file_identity(path.stat())
+    except FileNotFoundError as exc:
+        raise ObjectNotFound(f"{uri}: no such file") from exc
+
+
 def stat(uri: str, settings: Settings | None = None) -> ObjectInfo:
     """Size, time and fingerprint of an object without reading it (S3: ETag and version id)."""
     if is_s3(uri):
@@ -150,12 +182,33 @@ def stat(uri: str, settings: Settings | None = None) -> ObjectInfo:
             raise _translate_boto_error(uri, exc) from exc
         etag = head.get("ETag", "").strip('"')
         version = head.get("VersionId") or ""
-        return ObjectInfo(uri, head["ContentLength"], head.get("LastModified"), _hash_bytes(f"{etag}:{version}".encode()), etag)
+        return ObjectInfo(
+            uri, head["ContentLength"], head.get("LastModified"), _hash_bytes(f"{etag}:{version}".encode()), etag,
+            s3_identity(etag, head["ContentLength"]),
+        )
     path = local_path(uri)
     if not path.exists():
         raise ObjectNotFound(f"{uri}: no such file")
     st = path.stat()
-    return ObjectInfo(uri, st.st_size, datetime.fromtimestamp(st.st_mtime), _hash_file(path))
+    return ObjectInfo(uri, st.st_size, datetime.fromtimestamp(st.st_mtime), _hash_file(path), identity=file_identity(st))
+
+
+def read_bytes_with_identity(uri: str, settings: Settings | None = None) -> tuple[bytes, str]:
+    """An object's content and the :func:`object_identity` of the very bytes read (the GET's own ETag; the
+    open file's fstat), so what is recorded about a read names what was read, whatever changed meanwhile."""
+    if is_s3(uri):
+        try:
+            answer = s3_client(settings).get_object(**_object_args(uri))
+            data = answer["Body"].read()
+        except Exception as exc:  # noqa: BLE001
+            raise _translate_boto_error(uri, exc) from exc
+        return data, s3_identity(answer.get("ETag", "").strip('"'), len(data))
+    path = local_path(uri)
+    try:
+        with path.open("rb") as handle:
+            return handle.read(), file_identity(os.fstat(handle.fileno()))
+    except FileNotFoundError as exc:
+        raise ObjectNotFound(f"{uri}: no such file") from exc
 
 
 def read_bytes(uri: str, settings: Settings | None = None) -> bytes:
@@ -261,9 +314,15 @@ def _size(uri: str, settings: Settings | None) -> int:
 def read_table(uri: str, settings: Settings | None = None) -> tuple[pd.DataFrame, str]:
     """Read a parquet or CSV table; returns it with the content fingerprint of its bytes. A file larger than
     this process may hold is refused (BatchTooLarge) from its size alone, before it is read."""
+    frame, fingerprint, _ = read_table_with_identity(uri, settings)
+    return frame, fingerprint
+
+
+def read_table_with_identity(uri: str, settings: Settings | None = None) -> tuple[pd.DataFrame, str, str]:
+    """:func:`read_table`, with the :func:`object_identity` of the bytes read as well."""
     check_batch_fits(uri, _size(uri, settings), settings)
-    data = read_bytes(uri, settings)
-    return parse_table(uri, data), _hash_bytes(data)
+    data, identity = read_bytes_with_identity(uri, settings)
+    return parse_table(uri, data), _hash_bytes(data), identity
 
 
 def upload_file(path: str | Path, uri: str, settings: Settings | None = None) -> str:
@@ -335,7 +394,10 @@ def list_objects(prefix_uri: str, suffix: str = "", settings: Settings | None = 
                     if item["Key"].endswith(suffix):
                         etag = item.get("ETag", "").strip('"')
                         fp = _hash_bytes(f"{etag}:".encode())
-                        found.append(ObjectInfo(f"s3://{bucket}/{item['Key']}", item["Size"], item.get("LastModified"), fp, etag))
+                        found.append(ObjectInfo(
+                            f"s3://{bucket}/{item['Key']}", item["Size"], item.get("LastModified"), fp, etag,
+                            s3_identity(etag, item["Size"]),
+                        ))
         except Exception as exc:  # noqa: BLE001
             raise _translate_boto_error(prefix_uri, exc) from exc
         return sorted(found, key=lambda o: o.uri)

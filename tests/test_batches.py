@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pandas as pd
 import pytest
 
@@ -47,6 +49,37 @@ def test_batches_with_different_columns_are_refused(landed, flights_july):
     storage.write_table(flights_july.drop(columns=["dest"]), str(landed / "2013-07.parquet"))
     with pytest.raises(BatchReadError, match="disagree on their columns: \\['dest'\\]"):
         batches.read_batch(f"{landed}/", RetrainWindowSpec(last_n=6))
+
+
+# A batch's identity (ETags / stat) decides a cached rerun before anything is read (issue 13).
+
+def test_a_batch_is_identified_as_it_would_be_read_and_a_change_is_a_new_identity(landed, flights_july):
+    window = RetrainWindowSpec(last_n=6)
+    one = str(landed / "2013-02.parquet")
+    assert batches.identify_batch(one, window).identity == batches.read_batch(one, window).identity
+    assert batches.identify_batch(f"{landed}/", window).identity == batches.read_batch(f"{landed}/", window).identity
+    before = {uri: batches.identify_batch(uri, window).identity for uri in (one, f"{landed}/")}
+
+    storage.write_table(flights_july, one)  # other content under the same name
+    storage.write_table(flights_july, str(landed / "2013-07.parquet"))  # a batch lands
+
+    assert all(batches.identify_batch(uri, window).identity != identity for uri, identity in before.items())
+
+
+def test_an_s3_batch_is_identified_by_its_etag_whether_listed_headed_or_read(s3_endpoint, settings, flights_small, flights_july):
+    prefix = f"s3://{settings.s3_bucket}/identity-{uuid.uuid4().hex[:8]}/"
+    storage.ensure_bucket(settings.s3_bucket, settings)
+    for month, part in flights_small.groupby("month"):
+        storage.write_table(part, f"{prefix}2013-{month:02d}.parquet", settings)
+    window, one = RetrainWindowSpec(last_n=6), f"{prefix}2013-03.parquet"
+    for uri in (one, prefix):
+        assert batches.identify_batch(uri, window, settings=settings).identity == batches.read_batch(uri, window, settings=settings).identity
+    before = batches.identify_batch(one, window, settings=settings).identity
+
+    storage.write_table(flights_small[flights_small["month"] == 3], one, settings)  # the same bytes again
+    assert batches.identify_batch(one, window, settings=settings).identity == before
+    storage.write_table(flights_july, one, settings)
+    assert batches.identify_batch(one, window, settings=settings).identity != before
 
 
 def test_default_source_is_the_window_prefix_in_the_bucket(spec, settings):
