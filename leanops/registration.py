@@ -27,7 +27,7 @@ from leanops.errors import RegistrationFailed, RegistryUnavailable
 from leanops.features import model_input_columns
 from leanops.mlflow_access import run_url
 from leanops.modeling import pyfunc_output
-from leanops.results import RETRAIN_KEY_TAG, EvalResult, FeatureSet, Lineage, RegistrationResult, TrainResult
+from leanops.results import EvalResult, FeatureSet, Lineage, RegistrationResult, TrainResult, retrain_key_tag
 from leanops.settings import Settings
 from leanops.spec import Spec
 
@@ -123,11 +123,9 @@ def register_training(
     existing = next((info for info in earlier if info.registration_complete), None)
     if existing is not None:
         log.info("training key %s already registered as %s v%s: nothing new registered", training_key, name, existing.version)
-        if lineage.retrain_key and existing.tags.get(RETRAIN_KEY_TAG) != lineage.retrain_key:
-            # The same content reached under another identity (re-uploaded, touched): the next rerun finds it unread.
-            registry.set_version_tags(
-                name, existing.version, {RETRAIN_KEY_TAG: lineage.retrain_key, "leanops.data_identity": lineage.data_identity}, settings,
-            )
+        if lineage.retrain_key and retrain_key_tag(lineage.retrain_key) not in existing.tags:
+            # The same content reached under another identity (re-uploaded, copied): a rerun of it finds this version unread.
+            registry.set_version_tags(name, existing.version, {retrain_key_tag(lineage.retrain_key): lineage.data_identity}, settings)
         return RegistrationResult(name, existing.version, existing.run_id, existing.model_uri, False, run_url(existing.run_id, settings=settings), alias)
 
     run = tracking.start_run(f"leanops/{name}", f"retrain-{training_key[:8]}", {

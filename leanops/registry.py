@@ -18,7 +18,7 @@ import pandas as pd
 
 from leanops.errors import ModelNotFound, NoChampion
 from leanops.mlflow_access import activate, client, is_absent, speaks_to_mlflow
-from leanops.results import RETRAIN_KEY_TAG
+from leanops.results import retrain_key_tag
 from leanops.settings import Settings
 from leanops.spec import Spec, parse_spec
 
@@ -74,9 +74,11 @@ def _info(mv, mlflow_client, with_metrics: bool = True) -> ModelVersionInfo:
 
 
 @speaks_to_mlflow
-def _versions_tagged(name: str, tag: str, value: str, settings: Settings | None = None) -> list[ModelVersionInfo]:
+def _versions_tagged(name: str, tag: str, value: str | None, settings: Settings | None = None) -> list[ModelVersionInfo]:
+    """Versions of ``name`` whose tag ``tag`` equals ``value`` (``value`` ``None``: carry the tag at all)."""
     mlflow_client = client(settings)
-    found = mlflow_client.search_model_versions(f"name = '{name}' and tags.`{tag}` = '{value}'")
+    condition = "LIKE '%'" if value is None else f"= '{value}'"
+    found = mlflow_client.search_model_versions(f"name = '{name}' and tags.`{tag}` {condition}")
     return [_info(mv, mlflow_client) for mv in sorted(found, key=lambda mv: int(mv.version))]
 
 
@@ -87,7 +89,7 @@ def versions_by_training_key(name: str, training_key: str, settings: Settings | 
 
 def find_by_retrain_key(name: str, retrain_key: str, settings: Settings | None = None) -> ModelVersionInfo | None:
     """The first complete version a retrain with ``retrain_key`` (leanops.lineage.retrain_key) registered, or None."""
-    complete = [info for info in _versions_tagged(name, RETRAIN_KEY_TAG, retrain_key, settings) if info.registration_complete]
+    complete = [info for info in _versions_tagged(name, retrain_key_tag(retrain_key), None, settings) if info.registration_complete]
     return complete[0] if complete else None
 
 

@@ -174,7 +174,13 @@ class TrialBatchResult:
     seconds: float
 
 
-RETRAIN_KEY_TAG = "leanops.retrain_key"
+RETRAIN_KEY_TAG_PREFIX = "leanops.retrain_key."
+"""A version answers to a retrain key K by a tag ``leanops.retrain_key.K`` (value: the data identity): one tag
+per identity it was reached by, so the same content under two identities (re-uploaded, copied) finds it under both."""
+
+
+def retrain_key_tag(retrain_key: str) -> str:
+    return RETRAIN_KEY_TAG_PREFIX + retrain_key
 
 
 @dataclass(frozen=True)
@@ -209,7 +215,7 @@ class Lineage:
         if self.data_identity:
             tags["leanops.data_identity"] = self.data_identity
         if self.retrain_key:
-            tags[RETRAIN_KEY_TAG] = self.retrain_key
+            tags[retrain_key_tag(self.retrain_key)] = self.data_identity
         if self.tuning_study:
             tags["leanops.tuning_study"] = self.tuning_study
             tags["leanops.params_choice"] = self.params_choice[:4900]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from leanops import datasets, events, registration, registry, storage, study_log
+from leanops import batches, datasets, events, registration, registry, storage, study_log
 from leanops.errors import ContractViolation, RegistrationFailed
 from leanops.spec import load_spec
 from support import spec_copy, task_run_states, wait_for_events
@@ -33,7 +33,8 @@ def test_retrain_registers_a_challenger_with_lineage(trained, stack):
     tags = challenger.tags
     data_fingerprint = storage.read_table(trained["uri"])[1]
     assert tags["leanops.data_uri"] == trained["uri"]
-    assert tags["leanops.data_fingerprint"] == data_fingerprint
+    assert tags["leanops.data_fingerprint"] == data_fingerprint  # the content's SHA-256, not the ETag
+    assert tags["leanops.data_identity"] == batches.identify_batch(trained["uri"], trained["spec"].retrain_window).identity
     assert tags["leanops.spec_hash"] == trained["spec"].spec_hash
     assert tags["leanops.flow_run_id"] == str(trained["state"].state_details.flow_run_id)
     assert len(tags["leanops.git_commit"]) >= 7
@@ -57,7 +58,7 @@ def test_registration_emits_model_registered(trained, stack):
     assert found[0]["payload"]["data_uri"] == trained["uri"]
 
 
-def test_second_run_on_the_same_data_is_cached_and_registers_nothing(trained, stack):
+def test_second_run_on_the_same_data_reads_nothing_and_registers_nothing(trained, stack):
     from flows.retrain import retrain
 
     versions_before = registry.list_versions("retrain-e2e")
@@ -66,10 +67,31 @@ def test_second_run_on_the_same_data_is_cached_and_registers_nothing(trained, st
     assert not again.created
     assert again.version == trained["result"].version
     assert registry.list_versions("retrain-e2e") == versions_before
-    stages = ("validate_batch", "build_features", "fit_model", "evaluate_model")
+    # Decided on the object's ETag and the registry's retrain key: the batch is never downloaded, no
+    # cached frame or model is loaded back (each would show as a task run of the flow).
+    states = task_run_states(stack.resolved_prefect_api_url, state.state_details.flow_run_id, expect=("find_registered_retrain",))
+    assert states["identify_batch"] == states["find_registered_retrain"] == "Completed", states
+    assert not {"load_batch", "validate_batch", "build_features", "fit_model", "evaluate_model", "register_model"} & states.keys(), states
+
+
+def test_the_same_content_under_a_new_identity_is_read_and_its_stages_come_from_the_cache(trained, stack, tmp_path):
+    from flows.retrain import retrain
+
+    copy = str(tmp_path / "2013-h1.parquet")  # the same bytes at another address: another identity, same content
+    storage.write_bytes(copy, storage.read_bytes(trained["uri"]))
+    versions_before = registry.list_versions("retrain-e2e")
+
+    state = retrain(spec=str(trained["spec_path"]), batch_uri=copy, return_state=True)
+
+    assert not state.result().created and state.result().version == trained["result"].version
+    assert registry.list_versions("retrain-e2e") == versions_before
+    stages = ("load_batch", "validate_batch", "build_features", "fit_model", "evaluate_model", "register_model")
     states = task_run_states(stack.resolved_prefect_api_url, state.state_details.flow_run_id, expect=stages)
-    for stage in stages:
-        assert states[stage] == "Cached", states
+    assert states["load_batch"] == states["register_model"] == "Completed", states
+    assert all(states[stage] == "Cached" for stage in ("validate_batch", "build_features", "fit_model", "evaluate_model")), states
+    # The registration now answers to this identity too: the next rerun of the copy reads nothing.
+    rerun = retrain(spec=str(trained["spec_path"]), batch_uri=copy, return_state=True)
+    assert "load_batch" not in task_run_states(stack.resolved_prefect_api_url, rerun.state_details.flow_run_id, expect=("find_registered_retrain",))
 
 
 def test_a_rejected_batch_changes_nothing(trained, stack, tmp_path):
