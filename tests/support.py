@@ -78,7 +78,9 @@ def _task_runs(api_url: str, flow_run_id: str) -> list[dict]:
 
 
 def _task_name(run: dict) -> str:
-    return run["name"].rsplit("-", 1)[0]
+    # "fit_model-3a1" by default; "load_batch s3://b/k-1.parquet" for tasks with a task_run_name template.
+    name = run["name"]
+    return name.split(" ", 1)[0] if " " in name else name.rsplit("-", 1)[0]
 
 
 def task_run_states(api_url: str, flow_run_id: str, expect: tuple[str, ...] = (), timeout: float = 60.0) -> dict[str, str]:
