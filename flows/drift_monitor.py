@@ -1,4 +1,5 @@
-"""drift-monitor: compare a new batch with the champion's training reference; report, alert, emit events."""
+"""drift-monitor: compare a new batch with the champion's training reference; emit the verdict's events and
+alerts, then attach its Evidently report."""
 
 from __future__ import annotations
 
@@ -10,7 +11,15 @@ from tasks.alert import alert_on_failure, send_alert
 from tasks.evaluate import find_champion
 from tasks.ingest import load_batch
 from tasks.manifest import mark_processed, mark_rejected_batch
-from tasks.monitor import compute_drift, join_logged_predictions, note_no_champion, record_drift_check, resolve_target
+from tasks.monitor import (
+    attach_drift_report,
+    compute_drift,
+    join_logged_predictions,
+    load_champion_data,
+    note_no_champion,
+    record_drift_check,
+    resolve_target,
+)
 from tasks.publish import publish_event
 from tasks.retirement import is_model_retired, note_retired
 from tasks.spec import load_model_spec
@@ -36,7 +45,8 @@ def drift_monitor(spec: str = "", batch_uri: str = "", bucket: str = "", key: st
         return outcome
     batch = join_logged_predictions(load_batch(target.batch_uri, model_spec), model_spec)
     validate_batch(batch, model_spec)
-    result = compute_drift(batch, champion, model_spec)
+    champion_data = load_champion_data(champion, model_spec)
+    result = compute_drift(batch, champion_data)
     persistence = record_drift_check(result, batch, champion, model_spec)
     report = result.report_html_uri or ""
     publish_event(events.drift_checked(model_spec.name, champion.version, batch.uri, batch.fingerprint, result, report))
@@ -52,6 +62,10 @@ def drift_monitor(spec: str = "", batch_uri: str = "", bucket: str = "", key: st
         model_spec.name, batch.uri, result.status, champion.version, result, detected, result.performance_degraded
     )
     mark_processed(outcome)
+    # Last, in this run: it reads the batch and champion already in memory, and the verdict above is out
+    # whatever it costs; if it fails, the run fails and alerts, and the verdict stands.
+    if result.report_json_uri:
+        attach_drift_report(batch, champion_data, result)
     return outcome
 
 

@@ -3,24 +3,34 @@ holding the Evidently report and the check's scores, found again by its batch.""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 from leanops import tracking
 from leanops.settings import Settings
 
 REPORT_HTML_ARTIFACT = "drift/report.html"
 REPORT_JSON_ARTIFACT = "drift/report.json"
+REPORT_ERROR_TAG = "leanops.report_error"
 
 
 def _monitoring_experiment(model: str) -> str:
     return f"leanops/{model}/monitoring"
 
 
-def log_drift_check(
-    model: str, version: str, batch_uri: str, result: Any, report_html: str, report_json: str, settings: Settings | None = None
-) -> tuple[str, str]:
-    """One run per drift check holding the Evidently report; returns (run id, URL of the report artifact
-    in the MLflow UI)."""
+class DriftCheckRun(NamedTuple):
+    run_id: str
+    report_url: str
+    """Where the report's HTML will be, in the MLflow UI (known before it is built)."""
+    report_json_uri: str
+    """``runs:/<run id>/drift/report.json``"""
+
+
+def open_drift_check(
+    model: str, version: str, batch_uri: str, result: Any, settings: Settings | None = None
+) -> DriftCheckRun:
+    """The check's run, with its verdict's scores, opened before the report exists: the verdict's events and
+    alerts link to the report's address at once, and :func:`attach_report` fills it. The run stays RUNNING
+    until then."""
     run = tracking.start_run(
         _monitoring_experiment(model),
         f"drift-{batch_uri.rsplit('/', 1)[-1]}",
@@ -28,21 +38,44 @@ def log_drift_check(
          "leanops.drift_status": result.status},
         settings=settings,
     )
-    try:
-        metrics = {"drift_share": float(result.drift_share), "n_current": float(result.n_current)}
-        metrics.update({f"drift_{f.name}": float(f.score) for f in result.features if f.score == f.score})
-        if result.prediction_drift_score is not None:
-            metrics["prediction_drift_score"] = float(result.prediction_drift_score)
-        if result.performance is not None:
-            metrics[f"batch_{result.performance.metric}"] = float(result.performance.value)
-        tracking.log_metrics(run.run_id, [(k, v, 0) for k, v in metrics.items()], settings=settings)
-        tracking.log_text(run.run_id, report_html, REPORT_HTML_ARTIFACT, settings=settings)
-        tracking.log_text(run.run_id, report_json, REPORT_JSON_ARTIFACT, settings=settings)
-        tracking.end_run(run.run_id, settings=settings)
-    except Exception:
-        tracking.end_run(run.run_id, failed=True, settings=settings)
-        raise
-    return run.run_id, (f"{run.url}/artifacts/{REPORT_HTML_ARTIFACT}" if run.url.startswith("http") else run.url)
+    metrics = {"drift_share": float(result.drift_share), "n_current": float(result.n_current)}
+    metrics.update({f"drift_{f.name}": float(f.score) for f in result.features if f.score == f.score})
+    if result.prediction_drift_score is not None:
+        metrics["prediction_drift_score"] = float(result.prediction_drift_score)
+    if result.performance is not None:
+        metrics[f"batch_{result.performance.metric}"] = float(result.performance.value)
+    params = {"check_reference_rows": result.n_reference_sampled, "check_current_rows": result.n_current_sampled}
+    tracking.log_metrics(run.run_id, [(k, v, 0) for k, v in metrics.items()], settings=settings)
+    tracking.log_params(run.run_id, params, settings=settings)
+    report_url = f"{run.url}/artifacts/{REPORT_HTML_ARTIFACT}" if run.url.startswith("http") else run.url
+    return DriftCheckRun(run.run_id, report_url, f"runs:/{run.run_id}/{REPORT_JSON_ARTIFACT}")
+
+
+def run_id_of(report_json_uri: str) -> str:
+    """The run id of ``runs:/<run id>/drift/report.json``."""
+    prefix = "runs:/"
+    if not report_json_uri.startswith(prefix):
+        raise ValueError(f"not a drift report location: {report_json_uri!r} (expected runs:/<run id>/{REPORT_JSON_ARTIFACT})")
+    return report_json_uri[len(prefix):].split("/", 1)[0]
+
+
+def attach_report(run_id: str, report_html: str, report_json: str, reference_rows: int, current_rows: int,
+                  settings: Settings | None = None) -> None:
+    """The Evidently report into the check's run, which then finishes. The rows a side it was drawn from
+    are tags (``leanops.report_reference_rows`` / ``_current_rows``): a rerun may attach it again from
+    another sample size, which MLflow's immutable params would refuse."""
+    rows = {"leanops.report_reference_rows": str(reference_rows), "leanops.report_current_rows": str(current_rows)}
+    tracking.log_metrics(run_id, [], tags=rows, settings=settings)
+    tracking.log_text(run_id, report_html, REPORT_HTML_ARTIFACT, settings=settings)
+    tracking.log_text(run_id, report_json, REPORT_JSON_ARTIFACT, settings=settings)
+    tracking.end_run(run_id, settings=settings)
+
+
+def mark_report_failed(run_id: str, reason: str, settings: Settings | None = None) -> None:
+    """The check's run ends FAILED with why its report is missing (tag ``leanops.report_error``); its
+    verdict's scores stay."""
+    tracking.set_run_tag(run_id, REPORT_ERROR_TAG, reason[:5000], settings=settings)
+    tracking.end_run(run_id, failed=True, settings=settings)
 
 
 def drift_check_metrics(model: str, batch_uri: str, settings: Settings | None = None) -> dict[str, float]:

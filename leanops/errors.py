@@ -77,6 +77,11 @@ class DriftInputError(LeanopsError):
     """Frames given to a drift check cannot be compared (a feature on one side only, wrong types ...)."""
 
 
+class DriftReportError(LeanopsError):
+    """The Evidently report of a drift check could not be built or attached; the check's verdict was
+    recorded and announced before, and stands. Transient when its cause is (a retry may attach it)."""
+
+
 class TuningFailed(LeanopsError):
     """A tuning study cannot give a result (no trial completed, or the study does not exist)."""
 

@@ -6,7 +6,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from leanops import drift, drift_log, monitoring, prediction_labels, registry
+from leanops import drift, drift_log, monitoring, prediction_labels
 from leanops.registry import ModelVersionInfo
 from leanops.results import Batch, DriftPersistence, DriftResult, MonitorOutcome
 from leanops.settings import get_settings
@@ -25,35 +25,42 @@ def resolve_target(spec: str, batch_uri: str, bucket: str, key: str, version_id:
     return monitoring.resolve_target(spec, batch_uri, bucket, key, get_settings().s3_incoming_prefix, version_id)
 
 
-# Cached per (batch, champion, spec, code): re-checking the same batch against the same champion is free.
-@task(**CACHED, **RETRY_IO)
-def compute_drift(batch: Batch, champion: ModelVersionInfo, spec: Spec) -> DriftResult:
+# In memory only: the check and its report both read these; persisting a model and frames per check is waste.
+@task(cache_policy=NO_CACHE, persist_result=False, **RETRY_IO)
+def load_champion_data(champion: ModelVersionInfo, spec: Spec) -> monitoring.ChampionData:
     # The champion is checked as it was trained, even after its spec changed (features, target, metrics).
-    spec = monitoring.as_trained(spec, registry.load_recorded_spec(champion))
-    reference = registry.load_reference_sample(champion)
-    importance = registry.load_feature_importance(champion) if spec.drift.weight_by_importance else None
-    assessment = monitoring.assess_batch(
-        batch.frame, reference, registry.load_model(champion), champion.metrics, importance, spec,
-        holdout=registry.load_holdout(champion),
-    )
-    result = assessment.result
+    return monitoring.load_champion_data(champion, spec)
+
+
+# Cached per (batch, champion, spec, code): re-checking the same batch against the same champion is free and
+# gives the same verdict and report location. The verdict only: the report comes after its events.
+@task(**CACHED, **RETRY_IO)
+def compute_drift(batch: Batch, champion: monitoring.ChampionData) -> DriftResult:
+    spec = champion.spec
+    result = monitoring.check_batch(batch.frame, champion)
     if result.status != "inconclusive":
-        report = drift.build_evidently_report(
-            assessment.reference_features, assessment.current_features, spec,
-            reference_scores=assessment.reference_scores, current_scores=assessment.current_scores,
-        )
-        run_id, report_url = drift_log.log_drift_check(
-            spec.name, champion.version, batch.uri, result, report.html, report.json_text()
-        )
-        result = result.with_report(report_url, f"runs:/{run_id}/drift/report.json")
-        create_link_artifact(key=artifact_key(spec, "drift-report"), link=report_url, link_text="Evidently drift report",
-                             description=f"Drift of {batch.uri} against champion v{champion.version}")
+        # The report's run is opened now, so the verdict's events and alert link to where the report will be.
+        check_run = drift_log.open_drift_check(spec.name, champion.info.version, batch.uri, result)
+        result = result.with_report(check_run.report_url, check_run.report_json_uri)
         create_table_artifact(key=artifact_key(spec, "drift-features"), table=result.table(),
                               description="Per-feature drift scores (drifted first)")
     create_markdown_artifact(key=artifact_key(spec, "drift-summary"), markdown=result.summary_markdown(),
                              description=f"Drift check of {batch.uri}")
-    get_run_logger().info("drift of %s vs v%s: %s", batch.uri, champion.version, result.reason or result.status)
+    get_run_logger().info("drift of %s vs v%s: %s", batch.uri, champion.info.version, result.reason or result.status)
     return result
+
+
+# After the verdict's history, events, alerts and processed mark: its cost (Evidently) never delays them, and its
+# failure (DriftReportError, the run then ends Failed and alerts) cannot take them back.
+@task(**CACHED, **RETRY_IO)
+def attach_drift_report(batch: Batch, champion: monitoring.ChampionData, result: DriftResult) -> str:
+    spec = champion.spec
+    rows = get_settings().drift_report_sample_rows
+    monitoring.attach_report(batch.frame, batch.uri, champion, result, rows)
+    create_link_artifact(key=artifact_key(spec, "drift-report"), link=result.report_html_uri, link_text="Evidently drift report",
+                         description=f"Drift of {batch.uri} against champion v{champion.info.version}")
+    get_run_logger().info("drift report of %s attached (at most %d rows a side): %s", batch.uri, rows, result.report_html_uri)
+    return result.report_html_uri or ""
 
 
 @task(cache_policy=NO_CACHE, **RETRY_IO)

@@ -99,6 +99,13 @@ def task_run_states(api_url: str, flow_run_id: str, expect: tuple[str, ...] = ()
     return wait_for(settled, f"the task runs of flow run {flow_run_id} to settle (expecting {expect})", timeout, 0.3)
 
 
+def task_started_at(api_url: str, flow_run_id: str, task_name: str) -> str:
+    """When the task run named ``task_name`` of a finished flow run started (ISO time), once the runs settled."""
+    task_run_states(api_url, flow_run_id, expect=(task_name,))
+    (run,) = [run for run in _task_runs(api_url, flow_run_id) if _task_name(run) == task_name]
+    return run["start_time"]
+
+
 def started_task_names(api_url: str, flow_run_id: str) -> set[str]:
     """Names of the task runs of a flow run that is still going whose first state is recorded."""
     return {_task_name(run) for run in _task_runs(api_url, flow_run_id) if run["state_type"] is not None}

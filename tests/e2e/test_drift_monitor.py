@@ -16,6 +16,9 @@ recent 20%). Measured with this champion (2,500-flight batches):
 from __future__ import annotations
 
 import os
+import re
+import socket
+import threading
 import time
 
 import pandas as pd
@@ -24,7 +27,8 @@ import pytest
 from leanops import datasets, drift, events, monitoring, registry, storage
 from leanops.errors import BatchReadError, ContractViolation
 from leanops.spec import load_spec
-from support import environment, prefect_request, read_events, spec_copy, task_run_states
+from reliability.proxy import TcpProxy, _pipe
+from support import environment, prefect_request, read_events, spec_copy, task_run_states, task_started_at
 
 pytestmark = pytest.mark.e2e
 
@@ -114,6 +118,11 @@ def test_a_summer_month_drifts_with_events_history_report_and_artifacts(champion
     assert mlflow_run.data.tags["leanops.batch_uri"] == uri and mlflow_run.data.tags["leanops.drift_status"] == "drift"
     assert {a.path for a in registry.client().list_artifacts(run_id, "drift")} == {"drift/report.html", "drift/report.json"}
     assert result.report_html_uri.startswith(stack.resolved_mlflow_tracking_uri) and run_id in result.report_html_uri
+    assert mlflow_run.info.status == "FINISHED" and mlflow_run.data.tags["leanops.report_current_rows"] == "2500"
+
+    # The verdict's events left before the report was started: Evidently's cost never delays them.
+    report_started = task_started_at(api, state.state_details.flow_run_id, "attach_drift_report")
+    assert max(pd.Timestamp(e["occurred"]) for e in checked + detected) < pd.Timestamp(report_started)
 
     artifacts = artifacts_of(api, state.state_details.flow_run_id)
     assert {f"{MODEL}-drift-report", f"{MODEL}-drift-features", f"{MODEL}-drift-summary"} <= set(artifacts)
@@ -338,3 +347,70 @@ def test_a_batch_landed_before_its_spec_is_checked_once_the_spec_exists(champion
 
         spec_copy(specs, model)
         assert announced() == [uri]
+
+
+class RefusesDriftReports(TcpProxy):
+    """MLflow behind a proxy that answers the upload of a drift report's HTML with 413, as an nginx with its
+    default 1 MB body limit answers a report of a few MB; every other request passes through."""
+
+    def _serve(self, client) -> None:
+        try:
+            upstream = socket.create_connection(self.target, timeout=10)
+        except OSError:
+            client.close()
+            return
+        threading.Thread(target=_pipe, args=(upstream, client), daemon=True).start()
+        try:
+            # A kept-alive connection sends its next request only after the last answer: a request starts a chunk.
+            while chunk := client.recv(65536):
+                if chunk.startswith(b"PUT ") and b"drift/report.html" in chunk.split(b"\r\n", 1)[0]:
+                    head, _, body = chunk.partition(b"\r\n\r\n")
+                    length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+                    while len(body) < length and (more := client.recv(65536)):
+                        body += more  # read it all, as nginx does, so the client reads the answer
+                    client.sendall(b"HTTP/1.1 413 Request Entity Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                    break
+                upstream.sendall(chunk)
+        except OSError:
+            pass
+        for sock in (client, upstream):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            sock.close()
+
+
+def test_a_report_that_cannot_be_attached_fails_the_run_loudly_and_the_verdict_stands(champion, stack, slack):
+    """The report comes after the verdict: when MLflow refuses it, the events, history, processed mark and
+    drift alert are already out; the run fails, Slack hears why, and the check's MLflow run says so."""
+    from leanops import manifest
+    from leanops.errors import DriftReportError
+
+    api = stack.resolved_prefect_api_url
+    key = f"incoming/{MODEL}/2013-08-report-refused.parquet"
+    uri = put(month(8, seed=9), stack.s3_bucket, key)
+    proxy = RefusesDriftReports(stack.host, stack.mlflow_port)
+    try:
+        with environment(LEANOPS_MLFLOW_TRACKING_URI=proxy.url, LEANOPS_SLACK_TOKEN=SLACK_TOKEN,
+                         LEANOPS_SLACK_BASE_URL=slack.base_url, LEANOPS_ALERT_COOLDOWN_MINUTES="0"):
+            state = run(spec=str(champion["spec_path"]), batch_uri=uri)
+    finally:
+        proxy.close()
+
+    assert state.is_failed()
+    with pytest.raises(DriftReportError, match=r"413.*the verdict \(drift\) was recorded and announced before and stands"):
+        state.result()
+    (checked,) = batch_events(api, events.DRIFT_CHECKED, uri)
+    (detected,) = batch_events(api, events.DRIFT_DETECTED, uri)
+    assert checked["payload"]["status"] == detected["payload"]["status"] == "drift"
+    run_id = checked["payload"]["report_url"].split("/runs/")[1].split("/")[0]
+    history = drift.read_history(monitoring.history_uri(MODEL))
+    assert list(history.loc[history["batch_uri"] == uri, "status"]) == ["drift"]
+    assert manifest.read_mark(uri, manifest.identity_of(storage.stat(uri))).status == "drift"
+    drift_post, failure_post = slack.posts()
+    assert drift_post["blocks"][0]["text"]["text"].startswith(f":warning: {MODEL}: Drift detected in 2013-08-report-refused.parquet")
+    assert "drift-monitor run" in failure_post["blocks"][0]["text"]["text"] and "DriftReportError" in str(failure_post["blocks"])
+    mlflow_run = registry.client().get_run(run_id)
+    assert mlflow_run.info.status == "FAILED" and "413" in mlflow_run.data.tags["leanops.report_error"]
+    assert mlflow_run.data.metrics["drift_share"] == pytest.approx(checked["payload"]["drift_share"])
