@@ -22,6 +22,7 @@ import pytest
 
 from leanops import datasets, drift
 from leanops.errors import DriftInputError
+from leanops.settings import Settings
 
 TZ = "America/New_York"
 
@@ -249,7 +250,7 @@ def test_fast_engine_matches_evidently_defaults_on_every_flights_feature(batch, 
         assert feature.drifted == (theirs["score"] >= theirs["threshold"]), feature.name
 
 
-def test_evidently_engine_and_report_agree_with_the_fast_engine(spec, flights_small, flights_july):
+def test_evidently_engine_and_a_bounded_report_agree_with_the_fast_engine(spec, flights_small, flights_july):
     # 4,800 flights of January-June against 2,000 of July (min_rows: a conclusive check with every feature scored).
     reference, current = feature_frame(flights_small, spec), feature_frame(flights_july, spec)
     psi_spec = with_drift(spec, numeric_method="psi", categorical_method="psi")
@@ -261,16 +262,23 @@ def test_evidently_engine_and_report_agree_with_the_fast_engine(spec, flights_sm
         assert {f.name: f.score for f in slow.features} == pytest.approx({f.name: f.score for f in fast.features}, rel=1e-9)
         assert slow.drifted_features == fast.drifted_features and slow.engine == "evidently"
 
+    # The report (bounded as the drift monitor bounds it) draws the check's own seeded sample of that many rows.
     proxy_score = lambda frame: (frame["hour"] / 24).to_numpy()  # noqa: E731 - any aligned score column
-    report = drift.build_evidently_report(reference, current, spec, reference_scores=proxy_score(reference), current_scores=proxy_score(current))
-    assert report.column_scores.pop("prediction_score")["threshold"] == spec.drift.prediction_threshold
+    scores = dict(reference_scores=proxy_score(reference), current_scores=proxy_score(current))
+    report = drift.build_evidently_report(reference, current, spec, **scores, sample_rows=900)
     assert "<html" in report.html[:2000].lower() and len(report.html) > 100_000
-    fast = drift.compute_drift(reference, current, spec)
+    check = drift.compute_drift(reference, current, with_drift(spec, sample_cap=900), **scores)
+    assert check.n_reference_sampled == check.n_current_sampled == 900 < len(current) < len(reference)
+    prediction = report.column_scores.pop("prediction_score")
+    assert prediction["threshold"] == spec.drift.prediction_threshold
+    assert prediction["score"] == pytest.approx(check.prediction_drift_score, rel=1e-9)
     assert {name: v["score"] for name, v in report.column_scores.items()} == pytest.approx(
-        {f.name: f.score for f in fast.features}, rel=1e-9
+        {f.name: f.score for f in check.features}, rel=1e-9
     )
     assert all(v["threshold"] == spec.drift.threshold for v in report.column_scores.values())
     assert "ValueDrift" in report.json_text()
+    with pytest.raises(ValueError, match="greater than or equal to 20000"):
+        Settings(drift_report_sample_rows=19_999)  # the monitor's own bound never goes below 20,000 rows
 
 
 # --- input errors, performance, history -------------------------------------------------------------
