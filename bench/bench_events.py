@@ -198,7 +198,7 @@ def measure_verdicts(client: httpx.Client, api: str, deployment_id: str, setting
             checked = _verdict_received(client, api, model, uri)
             hops = _hops(client, api, run, uri, put_at)
             samples.append({
-                "put -> Running": hops["S3 put -> Running (total)"],
+                **{hop: seconds for hop, seconds in hops.items() if hop != "S3 put -> Running (total)"},
                 "Running -> drift.checked": checked - (put_at + hops["S3 put -> Running (total)"]),
                 "S3 put -> drift.checked": checked - put_at,
                 "S3 put -> report attached": _ts(run["end_time"]) - put_at,
