@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import re
 import socket
-import threading
 import time
 
 import pandas as pd
@@ -27,7 +26,7 @@ import pytest
 from leanops import datasets, drift, events, monitoring, registry, storage
 from leanops.errors import BatchReadError, ContractViolation
 from leanops.spec import load_spec
-from reliability.proxy import TcpProxy, _pipe
+from reliability.proxy import TcpProxy
 from support import environment, prefect_request, read_events, spec_copy, task_run_states, task_started_at
 
 pytestmark = pytest.mark.e2e
@@ -353,13 +352,7 @@ class RefusesDriftReports(TcpProxy):
     """MLflow behind a proxy that answers the upload of a drift report's HTML with 413, as an nginx with its
     default 1 MB body limit answers a report of a few MB; every other request passes through."""
 
-    def _serve(self, client) -> None:
-        try:
-            upstream = socket.create_connection(self.target, timeout=10)
-        except OSError:
-            client.close()
-            return
-        threading.Thread(target=_pipe, args=(upstream, client), daemon=True).start()
+    def _forward(self, client, upstream) -> None:
         try:
             # A kept-alive connection sends its next request only after the last answer: a request starts a chunk.
             while chunk := client.recv(65536):
