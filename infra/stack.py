@@ -17,7 +17,6 @@ import base64
 import dataclasses
 import json
 import os
-import subprocess
 import sys
 import time
 import urllib.error
@@ -179,15 +178,25 @@ def _api_request(settings: Settings, path: str) -> urllib.request.Request:
     return request
 
 
-def ensure_work_pool(settings: Settings, queues: tuple[str, ...] = ()) -> bool:
-    """Create the process work pool (and its extra ``queues``) if missing; True if the pool was created."""
-    api = settings.resolved_prefect_api_url
-    env = {**os.environ, **services.prefect_env(settings.home, api), **settings.prefect_client_env(api)}
+def _api_post(settings: Settings, path: str, body: dict) -> None:
+    """POST to our Prefect API; a 409 (it exists already) is fine."""
+    request = _api_request(settings, path)
+    request.data = json.dumps(body).encode()
+    request.add_header("Content-Type", "application/json")
+    try:
+        with urllib.request.urlopen(request, timeout=30):  # noqa: S310 - our API
+            pass
+    except urllib.error.HTTPError as exc:
+        if exc.code != 409:
+            raise
 
-    def prefect(*args: str) -> None:
-        subprocess.run(  # noqa: S603 - fixed argv
-            [str(services.BIN / "prefect"), *args], env=env, check=True, capture_output=True, text=True, timeout=120,
-        )
+
+def ensure_work_pool(settings: Settings, queues: tuple[str, ...] = ()) -> bool:
+    """Create the process work pool (and its extra ``queues``) if missing; True if the pool was created.
+
+    One HTTP call each, with the process worker's default job template (what `prefect work-pool create
+    --type process` sends): the CLI costs 5-12 s of imports per call here."""
+    from prefect.workers.process import ProcessWorker
 
     created = False
     try:
@@ -196,18 +205,11 @@ def ensure_work_pool(settings: Settings, queues: tuple[str, ...] = ()) -> bool:
     except urllib.error.HTTPError as exc:
         if exc.code != 404:
             raise
-        prefect("work-pool", "create", settings.work_pool_name, "--type", "process")
+        template = ProcessWorker.get_default_base_job_template()
+        _api_post(settings, "/work_pools/", {"name": settings.work_pool_name, "type": "process", "base_job_template": template})
         created = True
-    for queue in queues:  # one HTTP call each (the CLI costs seconds of imports per call)
-        request = _api_request(settings, f"/work_pools/{settings.work_pool_name}/queues")
-        request.data = json.dumps({"name": queue}).encode()
-        request.add_header("Content-Type", "application/json")
-        try:
-            with urllib.request.urlopen(request, timeout=30):  # noqa: S310 - our API
-                pass
-        except urllib.error.HTTPError as exc:
-            if exc.code != 409:  # 409: the queue exists
-                raise
+    for queue in queues:
+        _api_post(settings, f"/work_pools/{settings.work_pool_name}/queues", {"name": queue})
     return created
 
 
@@ -286,10 +288,17 @@ def up_production(settings: Settings) -> None:
             future.result()
     queues = tuple(production.worker_queue(i) for i in range(len(production.WORKERS)))
     _step(f"work pool {settings.work_pool_name} + queues", lambda: ensure_work_pool(settings, queues))
-    _step("result storage block", lambda: production.ensure_result_storage(settings))
-    _step("S3 event bridge (-> API a)", lambda: services.start(production.bridge(settings, exported), home))
-    for i, name in enumerate(production.WORKERS):
-        _step(f"Prefect worker {name} (-> API {name})", lambda i=i: services.start(production.worker(settings, i, exported), home))
+    # Nothing below waits on another: the block (read by flow runs, not by workers), the bridge, the workers.
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        futures = [
+            pool.submit(_step, "result storage block", lambda: production.ensure_result_storage(settings)),
+            pool.submit(_step, "S3 event bridge (-> API a)", lambda: services.start(production.bridge(settings, exported), home)),
+        ] + [
+            pool.submit(_step, f"Prefect worker {name} (-> API {name})", lambda i=i: services.start(production.worker(settings, i, exported), home))
+            for i, name in enumerate(production.WORKERS)
+        ]
+        for future in futures:
+            future.result()
 
 
 def down(settings: Settings, drop_data: bool = False) -> None:

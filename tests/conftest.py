@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import os
 import socket
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
@@ -185,24 +182,11 @@ def deployed(stack, deployment_names, settings):
     {"flow/deployment": id}. The two schedules are switched off (their runs would start reconciliations and
     scheduler passes mid-test); teardown deletes the deployments and their automations, so nothing outlives the module."""
     from infra.stack import ensure_work_pool
-    from support import DEPLOYMENT_NAMES, api_call, prefect_request
+    from support import deploy_prefect_yaml, prefect_request
 
     api = settings.resolved_prefect_api_url
     ensure_work_pool(settings)
-    which = ["--all"] if set(deployment_names) == set(DEPLOYMENT_NAMES) else [a for n in deployment_names for a in ("--name", n)]
-    started = time.monotonic()
-    done = subprocess.run(  # noqa: S603 - fixed argv
-        [str(Path(sys.executable).parent / "prefect"), "deploy", *which, "--no-prompt", "--prefect-file", "prefect.yaml"],
-        cwd=Path(__file__).resolve().parent.parent, env={**os.environ, "PREFECT_CLI_PROMPT": "false"},
-        capture_output=True, text=True, timeout=300,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    print(f"\nprefect deploy {' '.join(which)}: {time.monotonic() - started:.1f} s")
-    ids = {name: api_call(api, "GET", f"/deployments/name/{name}").json()["id"] for name in deployment_names}
-    for name in {"schedule/every-5-minutes", "reconcile/hourly"} & ids.keys():
-        for schedule in api_call(api, "GET", f"/deployments/{ids[name]}").json()["schedules"]:
-            # Deactivating also deletes the runs already scheduled for it.
-            api_call(api, "PATCH", f"/deployments/{ids[name]}/schedules/{schedule['id']}", {"active": False})
+    ids = deploy_prefect_yaml(api, dict(os.environ), deployment_names)
     yield ids
     for deployment_id in ids.values():
         prefect_request("DELETE", f"{api}/automations/owned-by/prefect.deployment.{deployment_id}")
