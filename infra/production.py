@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import secrets
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from infra import services
@@ -54,7 +56,7 @@ def _admin(settings: Settings, statements: list[str]) -> None:
     import asyncpg
 
     async def run() -> None:
-        connection = await asyncpg.connect(settings.database_url("", "postgresql").rsplit("/", 1)[0] + "/postgres")
+        connection = await asyncpg.connect(settings.named_database_url("postgres"))
         try:
             for statement in statements:
                 await connection.execute(statement)
@@ -64,20 +66,67 @@ def _admin(settings: Settings, statements: list[str]) -> None:
     asyncio.run(run())
 
 
-def ensure_databases(settings: Settings) -> list[str]:
-    """Create the profile's databases that do not exist yet; returns the ones created."""
+def _existing_databases(settings: Settings) -> set[str]:
     import asyncpg
 
     async def existing() -> set[str]:
-        connection = await asyncpg.connect(settings.database_url("", "postgresql").rsplit("/", 1)[0] + "/postgres")
+        connection = await asyncpg.connect(settings.named_database_url("postgres"))
         try:
             return {row["datname"] for row in await connection.fetch("SELECT datname FROM pg_database")}
         finally:
             await connection.close()
 
-    missing = [settings.database_name(p) for p in DATABASES if settings.database_name(p) not in asyncio.run(existing())]
-    _admin(settings, [f'CREATE DATABASE "{name}"' for name in missing])
-    return missing
+    return asyncio.run(existing())
+
+
+# The databases whose migrations settings.database_templates saves (MLflow's auth store is a few tables).
+TEMPLATED = ("prefect", "mlflow")
+
+
+def template_name(purpose: str) -> str:
+    """The migrated empty template of ``purpose`` for the installed Prefect and MLflow versions."""
+    from importlib.metadata import version
+
+    digest = hashlib.sha256(f"prefect {version('prefect')} mlflow {version('mlflow')}".encode()).hexdigest()[:10]
+    return f"leanops_template_{purpose}_{digest}"
+
+
+def _migrate_template(settings: Settings, purpose: str) -> None:
+    """Build ``purpose``'s template under a name of its own, then rename it into place (two starters
+    racing both build one; the loser drops its copy)."""
+    building = f"{template_name(purpose)}_build_{secrets.token_hex(4)}"
+    _admin(settings, [f'CREATE DATABASE "{building}"'])
+    try:
+        if purpose == "prefect":
+            migrate(settings, settings.named_database_url(building, "postgresql+asyncpg"))
+        else:
+            _run([str(services.BIN / "mlflow"), "db", "upgrade", settings.named_database_url(building)], {}, "mlflow db upgrade")
+        _admin(settings, [f'ALTER DATABASE "{building}" RENAME TO "{template_name(purpose)}"'])
+    except Exception:
+        _admin(settings, [f'DROP DATABASE IF EXISTS "{building}" WITH (FORCE)'])
+        if template_name(purpose) not in _existing_databases(settings):
+            raise
+
+
+def ensure_databases(settings: Settings) -> list[str]:
+    """Create the profile's databases that do not exist yet; returns the ones created. With
+    settings.database_templates, the Prefect and MLflow ones are copies of migrated templates."""
+    existing = _existing_databases(settings)
+    missing = [p for p in DATABASES if settings.database_name(p) not in existing]
+    templated = [p for p in missing if settings.database_templates and p in TEMPLATED]
+    unbuilt = [p for p in templated if template_name(p) not in existing]
+    with ThreadPoolExecutor() as pool:
+        list(pool.map(lambda purpose: _migrate_template(settings, purpose), unbuilt))
+    _admin(settings, [
+        f'CREATE DATABASE "{settings.database_name(p)}"' + (f' TEMPLATE "{template_name(p)}"' if p in templated else "")
+        for p in missing
+    ])
+    return [settings.database_name(p) for p in missing]
+
+
+def needs_migration(settings: Settings, created: list[str]) -> bool:
+    """Prefect's database needs `prefect server database upgrade` unless it was just copied from its template."""
+    return not (settings.database_templates and settings.database_name("prefect") in created)
 
 
 def drop_databases(settings: Settings) -> None:
@@ -114,14 +163,20 @@ def server_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def migrate(settings: Settings) -> None:
-    """Prefect's database migrations, once, before any API process starts."""
+def _run(argv: list[str], env: dict[str, str], what: str) -> None:
     done = subprocess.run(  # noqa: S603 - fixed argv
-        [str(services.BIN / "prefect"), "server", "database", "upgrade", "-y"],
-        env=services.server_process_env(server_env(settings), services.PREFECT_SERVER_CONFIGURATION), capture_output=True, text=True, timeout=600,
+        argv, env=services.server_process_env(env, services.PREFECT_SERVER_CONFIGURATION), capture_output=True, text=True, timeout=600,
     )
     if done.returncode != 0:
-        raise RuntimeError(f"prefect server database upgrade failed: {(done.stdout + done.stderr)[-2000:]}")
+        raise RuntimeError(f"{what} failed: {(done.stdout + done.stderr)[-2000:]}")
+
+
+def migrate(settings: Settings, database_url: str | None = None) -> None:
+    """Prefect's database migrations, once, before any API process starts (``database_url``: another database)."""
+    env = server_env(settings)
+    if database_url:
+        env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url
+    _run([str(services.BIN / "prefect"), "server", "database", "upgrade", "-y"], env, "prefect server database upgrade")
 
 
 def api_port(settings: Settings, index: int) -> int:

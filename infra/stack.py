@@ -262,11 +262,13 @@ def up_production(settings: Settings) -> None:
     if settings.uses_local_s3:
         _step("S3 + SQS endpoint (moto)", lambda: services.start(moto(settings), home))
     _step("bucket, queues, notification", lambda: provision_s3(settings))
-    _step("PostgreSQL databases", lambda: production.ensure_databases(settings))
-    production.mlflow_auth_config(settings)
+    # The slow starters side by side: each worker's fork server (imports) from the start, then, once the
+    # databases exist, MLflow (its migrations) and Prefect (migrations, two APIs, the services).
+    created: list[str] = []
 
     def prefect_server() -> None:
-        _step("Prefect migrations (once)", lambda: production.migrate(settings))
+        if production.needs_migration(settings, created):
+            _step("Prefect migrations (once)", lambda: production.migrate(settings))
         with ThreadPoolExecutor(max_workers=3) as pool:
             for future in [
                 pool.submit(_step, "Prefect API a", lambda: services.start(production.prefect_api(settings, 0), home)),
@@ -275,22 +277,24 @@ def up_production(settings: Settings) -> None:
             ]:
                 future.result()
 
-    # The slow starters side by side: MLflow (migrations), Prefect, and each worker's fork server (imports).
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        futures = [
-            pool.submit(_step, "MLflow (PostgreSQL, S3, basic auth)", lambda: services.start(production.mlflow(settings), home)),
-            pool.submit(prefect_server),
-        ] + [
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        # Started first, waited for last: their imports are the slowest start, and nothing else needs them.
+        fork_servers = [
             pool.submit(_step, f"fork server {name}", lambda i=i: services.start(production.fork_server(settings, i, exported), home))
             for i, name in enumerate(production.WORKERS)
         ]
-        for future in futures:
+        _step("PostgreSQL databases", lambda: created.extend(production.ensure_databases(settings)))
+        production.mlflow_auth_config(settings)
+        servers = [
+            pool.submit(_step, "MLflow (PostgreSQL, S3, basic auth)", lambda: services.start(production.mlflow(settings), home)),
+            pool.submit(prefect_server),
+        ]
+        for future in servers:
             future.result()
-    queues = tuple(production.worker_queue(i) for i in range(len(production.WORKERS)))
-    _step(f"work pool {settings.work_pool_name} + queues", lambda: ensure_work_pool(settings, queues))
-    # Nothing below waits on another: the block (read by flow runs, not by workers), the bridge, the workers.
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        futures = [
+        queues = tuple(production.worker_queue(i) for i in range(len(production.WORKERS)))
+        _step(f"work pool {settings.work_pool_name} + queues", lambda: ensure_work_pool(settings, queues))
+        # Nothing below waits on another: the block (read by flow runs, not by workers), the bridge, the workers.
+        futures = fork_servers + [
             pool.submit(_step, "result storage block", lambda: production.ensure_result_storage(settings)),
             pool.submit(_step, "S3 event bridge (-> API a)", lambda: services.start(production.bridge(settings, exported), home)),
         ] + [

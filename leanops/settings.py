@@ -119,6 +119,11 @@ class Settings(BaseSettings):
     # _mlflow_auth and _optuna on it. A password in this URL makes it a secret, as every URL here.
     postgres_url: SecretStr = SecretStr("postgresql://postgres@127.0.0.1:5432")
     database_prefix: str = "leanops"
+    # Create the Prefect and MLflow databases from empty, migrated templates kept on the PostgreSQL server
+    # (leanops_template_<purpose>_<hash of the Prefect and MLflow versions>), built on first use: later
+    # starts skip both migrations (~25-40 s of CPU here). For machines that create and drop these
+    # databases often (tests, CI); a long-lived deployment migrates once and gains nothing.
+    database_templates: bool = False
     # Prefect's messaging broker and cache, causal ordering, lease storage and Docket. The database index
     # is ours alone: the Redis server may be shared (production: requirepass/ACL user + rediss:// TLS).
     redis_url: SecretStr = SecretStr("redis://127.0.0.1:6379/11")
@@ -226,9 +231,13 @@ class Settings(BaseSettings):
 
     def database_url(self, purpose: str, driver: str = "postgresql") -> str:
         """URL of the production database for ``purpose`` (prefect, mlflow, mlflow_auth, optuna)."""
+        return self.named_database_url(self.database_name(purpose), driver)
+
+    def named_database_url(self, name: str, driver: str = "postgresql") -> str:
+        """URL of the database ``name`` on the production PostgreSQL server."""
         base = self.postgres_url.get_secret_value().rstrip("/")
         scheme, rest = base.split("://", 1)
-        return f"{driver if scheme.startswith('postgres') else scheme}://{rest}/{quote(self.database_name(purpose))}"
+        return f"{driver if scheme.startswith('postgres') else scheme}://{rest}/{quote(name)}"
 
     def database_name(self, purpose: str) -> str:
         return f"{self.database_prefix}_{purpose}"

@@ -81,15 +81,16 @@ def specs_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def production(tmp_path_factory, specs_dir):
-    """The production layout, started once for the module; yields its Settings. Prints the start time."""
+def started(tmp_path_factory, specs_dir):
+    """The production layout, started once for the module, with prefect.yaml deployed to it; yields its
+    Settings and the deployments' ids. Prints the start time."""
     from infra import production as layout
     from infra import services, stack
     from leanops.settings import Settings
 
     home = tmp_path_factory.mktemp("production")
     settings = Settings(
-        profile="production", home=home, database_prefix=f"leanops_e2e_{UID}", redis_url=_claim_redis_database(),
+        profile="production", home=home, database_prefix=f"leanops_e2e_{UID}", redis_url=_claim_redis_database(), database_templates=True,
         prefect_auth_string=":".join(AUTH), mlflow_password=MLFLOW_PASSWORD,
         prefect_port=_free_port(), prefect_second_port=_free_port(), mlflow_port=_free_port(), s3_port=_free_port(),
         worker_health_port=_free_port(), worker_second_health_port=_free_port(),
@@ -98,12 +99,18 @@ def production(tmp_path_factory, specs_dir):
     )
     for api in settings.prefect_api_urls:
         API_AUTH[api] = ":".join(AUTH)
+    with operator_environment(PREFECT_API_AUTH_STRING=":".join(AUTH), PREFECT_HOME=str(home / "deployer")):
+        deployer_env = dict(os.environ)
     started = time.monotonic()
     try:
-        with operator_environment(LEANOPS_SPECS_DIR=str(specs_dir), LEANOPS_SLACK_TOKEN=""):
-            stack.up_production(settings)
-        print(f"\nproduction stack up: {time.monotonic() - started:.1f} s (load {os.getloadavg()[0]:.1f})")
-        yield settings
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            # prefect.yaml is deployed as soon as the pool exists, while the workers and fork servers start.
+            deploying = pool.submit(deploy_when_the_pool_exists, settings, deployer_env)
+            with operator_environment(LEANOPS_SPECS_DIR=str(specs_dir), LEANOPS_SLACK_TOKEN=""):
+                stack.up_production(settings)
+            print(f"\nproduction stack up: {time.monotonic() - started:.1f} s (load {os.getloadavg()[0]:.1f})")
+            deployments = deploying.result()
+        yield settings, deployments
     finally:
         with ThreadPoolExecutor() as pool:  # each waits out its own grace period: side by side
             list(pool.map(lambda service: services.stop(service, home), stack.all_services(settings)))
@@ -115,17 +122,41 @@ def production(tmp_path_factory, specs_dir):
             API_AUTH.pop(api, None)
 
 
-@pytest.fixture(scope="module")
-def deployed(production):
-    """prefect.yaml deployed to API a; rollback on degradation off (a drifted month may also score worse)."""
+def deploy_when_the_pool_exists(settings, env: dict[str, str]) -> dict[str, str]:
+    """prefect.yaml deployed to API a once its work pool exists; rollback on degradation switched off (a
+    drifted month may also score worse, and a rollback would move the alias under the tests)."""
     from support import automations_of
 
-    api = production.prefect_api_urls[0]
-    with operator_environment(PREFECT_API_AUTH_STRING=":".join(AUTH), PREFECT_HOME=str(production.home / "deployer")):
-        ids = deploy_prefect_yaml(api, dict(os.environ))
+    api = settings.prefect_api_urls[0]
+    pool_url = f"{api}/work_pools/{settings.work_pool_name}"
+    wait_for(lambda: _answers(pool_url), f"the work pool at {pool_url}", layout_startup_timeout(), 0.5)
+    ids = deploy_prefect_yaml(api, env)
     for automation in automations_of(api, ids["rollback/on-degraded"]):
         api_call(api, "PATCH", f"/automations/{automation['id']}", {"enabled": False})
     return ids
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, auth=AUTH, timeout=5).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def layout_startup_timeout() -> float:
+    from infra import production as layout
+
+    return layout.STARTUP_TIMEOUT
+
+
+@pytest.fixture(scope="module")
+def production(started):
+    return started[0]
+
+
+@pytest.fixture(scope="module")
+def deployed(started) -> dict[str, str]:
+    return started[1]
 
 
 @pytest.fixture(scope="module")
@@ -156,6 +187,30 @@ def runs_of(production, deployment_id: str, **parameters) -> list[dict]:
     body = {"flow_runs": {"deployment_id": {"any_": [deployment_id]}}, "limit": 50}
     runs = api_call(production.prefect_api_urls[0], "POST", "/flow_runs/filter", body).json()
     return [r for r in runs if all(r["parameters"].get(k) == v for k, v in parameters.items())]
+
+
+def triggered_run(production, deployment_id: str, what: str, timeout: float = 90.0, **parameters) -> dict:
+    """The one run a trigger of the deployment created; on a timeout the error shows Prefect's event
+    streams in Redis (each consumer group's lag and pending messages) to tell a lost event from a slow one."""
+    try:
+        wait_for(lambda: runs_of(production, deployment_id, **parameters), what, timeout, 0.5)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; Redis streams: {redis_streams(production)}") from None
+    [run] = runs_of(production, deployment_id, **parameters)
+    return run
+
+
+def redis_streams(production) -> dict:
+    import redis
+
+    client = redis.Redis.from_url(production.redis_url.get_secret_value(), decode_responses=True)
+    streams = [key for key in client.scan_iter() if client.type(key) == "stream"]
+    return {
+        stream: {"length": client.xlen(stream), "groups": [
+            {k: group.get(k) for k in ("name", "consumers", "pending", "lag", "last-delivered-id")} for group in client.xinfo_groups(stream)
+        ]}
+        for stream in streams
+    }
 
 
 def mlflow_get(production, path: str, auth=("admin", MLFLOW_PASSWORD)) -> httpx.Response:
@@ -257,8 +312,7 @@ def test_worker_b_finds_the_features_worker_a_cached_in_the_bucket_and_no_worker
 
 # Started by the registration while worker B ran its retrain.
 def test_the_registration_triggers_promote_which_moves_the_champion_alias(production, deployed, first_retrain):
-    wait_for(lambda: runs_of(production, deployed["promote/on-new-challenger"], spec=MODEL), "the promote run", 60)
-    [promote] = runs_of(production, deployed["promote/on-new-challenger"], spec=MODEL)
+    promote = triggered_run(production, deployed["promote/on-new-challenger"], "the promote run", spec=MODEL)
     assert finished(production, promote["id"])["state_name"] == "Completed"
     assert champion_version(production) == promote["parameters"]["version"] == "1"
 
@@ -271,8 +325,7 @@ def test_a_drifted_batch_landing_in_s3_gets_a_verdict_and_its_drift_event_trigge
     key = f"{production.s3_incoming_prefix}{MODEL}/2013-07.parquet"
     uri = storage.write_table(datasets.flights_sample([7], rows_per_month=2500, seed=5), f"s3://{production.s3_bucket}/{key}", production)
 
-    wait_for(lambda: runs_of(production, deployed["drift-monitor/on-new-batch"], key=key), "the drift check of the landed batch", 60)
-    [check] = runs_of(production, deployed["drift-monitor/on-new-batch"], key=key)
+    check = triggered_run(production, deployed["drift-monitor/on-new-batch"], "the drift check of the landed batch", key=key)
     assert finished(production, check["id"])["state_name"] == "Completed"
     api = production.prefect_api_urls[0]
 
@@ -282,6 +335,5 @@ def test_a_drifted_batch_landing_in_s3_gets_a_verdict_and_its_drift_event_trigge
     [detected] = wait_for(drift_detected, "the drift check's leanops.drift.detected event", 30, 0.5)
     assert detected["payload"]["status"] == "drift"
 
-    wait_for(lambda: runs_of(production, deployed["retrain/on-drift"], spec=MODEL), "the drift-triggered retrain", 60)
-    [retrain] = runs_of(production, deployed["retrain/on-drift"], spec=MODEL)
+    retrain = triggered_run(production, deployed["retrain/on-drift"], "the drift-triggered retrain", spec=MODEL)
     assert finished(production, retrain["id"])["state_name"] == "Completed"
