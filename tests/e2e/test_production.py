@@ -195,9 +195,16 @@ def triggered_run(production, deployment_id: str, what: str, timeout: float = 90
     try:
         wait_for(lambda: runs_of(production, deployment_id, **parameters), what, timeout, 0.5)
     except AssertionError as exc:
-        raise AssertionError(f"{exc}; Redis streams: {redis_streams(production)}") from None
+        raise AssertionError(f"{exc}; automations' events: {automation_events(production)}; Redis streams: {redis_streams(production)}") from None
     [run] = runs_of(production, deployment_id, **parameters)
     return run
+
+
+def automation_events(production) -> list[str]:
+    """What the triggers and actions services said (triggered, action.triggered/executed/failed), oldest first."""
+    body = {"filter": {"event": {"prefix": ["prefect.automation."]}, "order": "ASC"}, "limit": 50}
+    found = api_call(production.prefect_api_urls[0], "POST", "/events/filter", body).json()["events"]
+    return [f"{e['occurred']} {e['event']} {e['resource'].get('prefect.resource.name', '')} {e['payload'].get('reason', '')}" for e in found]
 
 
 def redis_streams(production) -> dict:
