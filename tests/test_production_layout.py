@@ -76,3 +76,15 @@ def test_the_stack_refuses_to_start_production_without_its_credentials(tmp_path)
     settings = prod(tmp_path, prefect_auth_string=None, mlflow_password=None)
     with pytest.raises(RuntimeError, match="LEANOPS_PREFECT_AUTH_STRING.*LEANOPS_MLFLOW_PASSWORD"):
         stack.up_production(settings)
+
+
+def test_prefect_migrates_unless_its_database_was_just_copied_from_the_migrated_template(tmp_path):
+    settings, templated = prod(tmp_path), prod(tmp_path, database_templates=True)
+    just_created = ["team_a_prefect", "team_a_mlflow"]
+
+    assert production.needs_migration(settings, just_created)
+    assert not production.needs_migration(templated, just_created)
+    assert production.needs_migration(templated, [])  # it existed already: maybe from an older Prefect
+    # One template per Prefect + MLflow version pair, shared by every prefix on the server.
+    assert production.template_name("prefect").startswith("leanops_template_prefect_")
+    assert production.template_name("prefect") != production.template_name("mlflow")

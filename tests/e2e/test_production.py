@@ -24,7 +24,7 @@ import httpx
 import pytest
 
 from leanops import datasets, events, storage
-from support import API_AUTH, api_call, deploy_prefect_yaml, read_events, spec_copy, task_run_states, wait_for
+from support import API_AUTH, api_call, automations_of, deploy_prefect_yaml, read_events, spec_copy, task_run_states, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.production]
 
@@ -35,8 +35,9 @@ MLFLOW_PASSWORD = f"mlflow-{UID}-pw"
 # Redis databases the tests may claim (one per module run; Prefect's streams and groups have fixed names).
 REDIS_DATABASES = range(12, 16)
 CLAIM_KEY = "leanops-e2e-claim"
-# Small but real: 6,000 flights of January-June and 60 trees; July drifts against them (test_drift_monitor.py).
-SMALL_MODEL = {"model__params__n_estimators": 60, "retrain_window__cooldown_minutes": 0}
+# Small but real: 6,000 flights of January-June and 60 trees (one Optuna trial when tuned); July drifts
+# against them (test_drift_monitor.py).
+SMALL_MODEL = {"model__params__n_estimators": 60, "retrain_window__cooldown_minutes": 0, "tuning__n_trials": 1}
 RUN_TIMEOUT = 300.0
 
 
@@ -125,8 +126,6 @@ def started(tmp_path_factory, specs_dir):
 def deploy_when_the_pool_exists(settings, env: dict[str, str]) -> dict[str, str]:
     """prefect.yaml deployed to API a once its work pool exists; rollback on degradation switched off (a
     drifted month may also score worse, and a rollback would move the alias under the tests)."""
-    from support import automations_of
-
     api = settings.prefect_api_urls[0]
     pool_url = f"{api}/work_pools/{settings.work_pool_name}"
     wait_for(lambda: _answers(pool_url), f"the work pool at {pool_url}", layout_startup_timeout(), 0.5)
@@ -212,12 +211,13 @@ def redis_streams(production) -> dict:
 
     client = redis.Redis.from_url(production.redis_url.get_secret_value(), decode_responses=True)
     streams = [key for key in client.scan_iter() if client.type(key) == "stream"]
-    return {
+    # A message a consumer failed on max_retries times goes to prefect-redis' dead-letter keys (dlq:*).
+    return {"dead-lettered": sorted(client.scan_iter("dlq*")), **{
         stream: {"length": client.xlen(stream), "groups": [
             {k: group.get(k) for k in ("name", "consumers", "pending", "lag", "last-delivered-id")} for group in client.xinfo_groups(stream)
         ]}
         for stream in streams
-    }
+    }}
 
 
 def mlflow_get(production, path: str, auth=("admin", MLFLOW_PASSWORD)) -> httpx.Response:
@@ -294,34 +294,43 @@ def test_a_retrain_on_worker_a_registers_a_version_in_mlflow_on_postgres_with_ar
     assert any(key.endswith("/MLmodel") for key in bucket_keys(production, "mlflow/"))
 
 
+def test_the_registration_triggers_promote_which_moves_the_champion_alias(production, deployed, first_retrain):
+    promote = triggered_run(production, deployed["promote/on-new-challenger"], "the promote run", spec=MODEL)
+    assert finished(production, promote["id"])["state_name"] == "Completed"
+    assert champion_version(production) == promote["parameters"]["version"] == "1"
+
+
 def test_worker_b_finds_the_features_worker_a_cached_in_the_bucket_and_no_worker_keeps_them_on_disk(production, deployed, first_retrain):
     from infra import production as layout
 
     api = production.prefect_api_urls[0]
-    second = run_on_worker(production, deployed["retrain/on-schedule"], layout.worker_queue(1), spec=MODEL)
+    # Tuned, it is another retrain (a rerun of A's would return A's version before reading any data), on
+    # the same batch and spec: the same features. Its challenger is not this test's subject, so no promote.
+    for automation in automations_of(api, deployed["promote/on-new-challenger"]):
+        api_call(api, "PATCH", f"/automations/{automation['id']}", {"enabled": False})
+    second = run_on_worker(production, deployed["retrain/on-schedule"], layout.worker_queue(1), spec=MODEL, tune=True)
 
     assert second["state_name"] == "Completed", second["state"]
     fork_log = layout.fork_server(production, 1, {}).log_file(production.home).read_text()
     assert f"(flow run {second['id']})" in fork_log
     assert task_run_states(api, first_retrain["id"], expect=("build_features",))["build_features"] == "Completed"
     assert task_run_states(api, second["id"], expect=("build_features",))["build_features"] == "Cached"
-    # Worker B read the record worker A wrote for build_features: one key, in the bucket.
+    # Worker B read the result worker A wrote for build_features: its payload, and the cache record (its
+    # metadata, under cache-records/ by its cache key: tasks/_serializer.py) naming it, both in the bucket.
     [written, read] = [record_of(api, run["id"], "build_features") for run in (first_retrain, second)]
     assert written == read
-    record = written.rsplit("/", 1)[-1]
-    assert [k for k in bucket_keys(production, "prefect-results/") if k.endswith(record)] == [f"prefect-results/{record}"]
+    payload = written.rsplit("/", 1)[-1]
+    assert f"prefect-results/{payload}" in bucket_keys(production, "prefect-results/")
+    client = storage.s3_client(production)
+    [cache_record] = [
+        key for key in bucket_keys(production, "prefect-results/cache-records/")
+        if payload in client.get_object(Bucket=production.s3_bucket, Key=key)["Body"].read().decode(errors="replace")
+    ]
+    cache_key = cache_record.rsplit("/", 1)[-1]
     for index in range(len(layout.WORKERS)):
         home = layout.worker_home(production, index)
-        on_disk = [p for p in home.rglob("*") if record in p.name or p.name == "storage"]
+        on_disk = [p for p in home.rglob("*") if payload in p.name or cache_key in p.name or p.name == "storage"]
         assert on_disk == [], f"worker {layout.WORKERS[index]} keeps results on its disk: {on_disk}"
-    assert mlflow_get(production, f"/api/2.0/mlflow/registered-models/get?name={MODEL}").json()["registered_model"]["latest_versions"][0]["version"] == "1"
-
-
-# Started by the registration while worker B ran its retrain.
-def test_the_registration_triggers_promote_which_moves_the_champion_alias(production, deployed, first_retrain):
-    promote = triggered_run(production, deployed["promote/on-new-challenger"], "the promote run", spec=MODEL)
-    assert finished(production, promote["id"])["state_name"] == "Completed"
-    assert champion_version(production) == promote["parameters"]["version"] == "1"
 
 
 # --- a batch lands: the bridge, the drift check, the drift trigger ---------------------------------
