@@ -26,7 +26,7 @@ import pytest
 from leanops import datasets, drift, events, monitoring, registry, storage
 from leanops.errors import BatchReadError, ContractViolation
 from leanops.spec import load_spec
-from reliability.proxy import TcpProxy
+from reliability.proxy import TcpProxy, shut_down
 from support import environment, prefect_request, read_events, spec_copy, task_run_states, task_started_at
 
 pytestmark = pytest.mark.e2e
@@ -366,12 +366,9 @@ class RefusesDriftReports(TcpProxy):
                 upstream.sendall(chunk)
         except OSError:
             pass
-        for sock in (client, upstream):
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            sock.close()
+        shut_down(client, upstream)
+        client.close()
+        upstream.close()
 
 
 def test_a_report_that_cannot_be_attached_fails_the_run_loudly_and_the_verdict_stands(champion, stack, slack):

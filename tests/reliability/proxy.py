@@ -104,9 +104,14 @@ def _pipe(source: socket.socket, sink: socket.socket) -> None:
     except OSError:
         pass
     finally:
-        for sock in (source, sink):
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
+        shut_down(source, sink)
         source.close()
+
+
+def shut_down(*socks: socket.socket) -> None:
+    """Shut both directions of each socket (the peer sees the end at once), whatever state it is in."""
+    for sock in socks:
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import pickle
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -29,7 +28,7 @@ from leanops.errors import ModelNotFound, RegistryUnavailable
 from leanops.results import Batch
 from leanops.settings import Settings
 from leanops.spec import load_spec
-from reliability.proxy import TcpProxy
+from reliability.proxy import TcpProxy, shut_down
 from support import spec_copy
 
 pytestmark = pytest.mark.e2e
@@ -64,12 +63,9 @@ class Tripwire(TcpProxy):
                 upstream.sendall(chunk)
         except OSError:
             pass
-        for sock in (client, upstream):
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            sock.close()
+        shut_down(client, upstream)
+        client.close()
+        upstream.close()
 
 
 @pytest.fixture(scope="module")
