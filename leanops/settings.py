@@ -148,6 +148,11 @@ class Settings(BaseSettings):
     # "HH:MM-HH:MM" in UTC during which alerts are logged, not sent.
     alert_maintenance_window: str | None = None
 
+    # Per-model locks (Prefect global concurrency limits) are held with a lease that a live holder renews
+    # every 3/4 of it; a holder that died frees its slot when the lease runs out (plus the server's
+    # repossessor loop, 15 s). It must stay well under the 300 s that a waiter waits for a lock.
+    lock_lease_seconds: float = Field(default=60.0, ge=60.0, le=200.0)  # the server refuses under 60
+
     # journal:<path>, memory or a database URL (a secret: it may carry a password).
     optuna_storage: SecretStr | None = None
     dask_scheduler_address: str | None = None

@@ -35,6 +35,9 @@ def model_lock(model_name: str, purpose: LockPurpose, timeout_seconds: float = L
             existing = client.read_global_concurrency_limit_by_name(name)
             if existing.limit != 1 or not existing.active:  # a lock with two slots (or none) locks nothing
                 client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(limit=1, active=True))
-    # strict: never proceed unlocked if the limit vanished meanwhile.
-    with concurrency(name, occupy=1, timeout_seconds=timeout_seconds, strict=True):
+    from leanops.settings import get_settings
+
+    # strict: never proceed unlocked if the limit vanished meanwhile, or if a renewal of the lease failed.
+    lease = get_settings().lock_lease_seconds
+    with concurrency(name, occupy=1, timeout_seconds=timeout_seconds, lease_duration=lease, strict=True):
         yield

@@ -306,6 +306,39 @@ def test_a_stuck_lock_slot_is_freed(stack):
         assert client.read_global_concurrency_limit_by_name(name).active_slots == 0
 
 
+_HOLD_THE_LOCK = """
+import sys, time
+from tasks._locks import model_lock
+with model_lock(sys.argv[1], "registration"):
+    print("held", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_lock_held_by_a_killed_process_is_freed_when_its_lease_runs_out(stack):
+    from tasks._locks import model_lock
+
+    model = f"runbook-dead-holder-{uuid.uuid4().hex[:6]}"
+    lease = 60  # the least the server accepts
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLD_THE_LOCK, model], cwd=ROOT, stdout=subprocess.PIPE, text=True,
+        env={**os.environ, "LEANOPS_LOCK_LEASE_SECONDS": str(lease)},
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(TimeoutError):  # it is really held
+            with model_lock(model, "registration", timeout_seconds=2):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    # Killed without releasing: its lease is no longer renewed, and the server's repossessor (15 s loop) frees it.
+    killed_at = time.monotonic()
+    with model_lock(model, "registration", timeout_seconds=120):
+        waited = time.monotonic() - killed_at
+    assert waited < lease + 15 + 20, f"the dead holder's slot was freed only after {waited:.0f} s"
+
+
 def test_old_cached_results_are_deleted_on_a_full_disk(tmp_path):
     home = tmp_path / "leanops-home"
     (home / "prefect-results").mkdir(parents=True)
