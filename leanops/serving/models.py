@@ -17,6 +17,7 @@ import pandas as pd
 
 from leanops.features import class_names, model_input_columns
 from leanops.serving.batching import MicroBatcher
+from leanops.serving.row_scoring import RowScorer, Unsupported
 from leanops.spec import Spec
 
 CHAMPION = "champion"
@@ -33,6 +34,8 @@ class ServedModel:
     pyfunc: Any
     loaded_at: float = field(default_factory=time.time)
     batcher: MicroBatcher | None = field(default=None, compare=False)
+    # The pipeline applied without pandas (``row_scoring``), set only once checked equal to ``pyfunc``.
+    scorer: RowScorer | None = field(default=None, compare=False)
 
     @property
     def label(self) -> str:
@@ -48,6 +51,15 @@ class ServedModel:
         return frame
 
     def predict_rows(self, rows: list[dict[str, Any]]) -> np.ndarray:
+        if self.scorer is not None:
+            try:
+                return self.scorer(rows)
+            except Unsupported:
+                pass  # a value the fast path does not reproduce exactly: pyfunc answers this batch
+        return self.pyfunc_rows(rows)
+
+    def pyfunc_rows(self, rows: list[dict[str, Any]]) -> np.ndarray:
+        """The reference answer: MLflow's pyfunc (schema enforcement included) on the rows as a frame."""
         output = self.pyfunc.predict(self.frame(rows))
         return np.asarray(output.to_numpy() if hasattr(output, "to_numpy") else output)
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from leanops import registry
 from leanops.serving.batching import MicroBatcher
 from leanops.serving.models import CHAMPION, ModelCache, ServedModel
+from leanops.serving.row_scoring import checked_row_scorer
 from leanops.serving.metrics import ServingMetrics
 from leanops.settings import Settings
 from leanops.spec import Spec
@@ -160,15 +161,19 @@ class AliasFollower:
         self._states[name] = AliasState(versions, time.time(), "; ".join(errors) or None)
 
     def load(self, spec: Spec, alias: str, version: str) -> ServedModel:
-        """Load one version and run it once on its input example before it may answer anyone."""
+        """Load one version and run it once on its input example before it may answer anyone; use the fast
+        path (``row_scoring``) only where it answers exactly as pyfunc on that example and its probes."""
         info = registry.get_version(spec.name, version, settings=self.settings)
         pyfunc = registry.load_pyfunc(info, settings=self.settings)
-        served = ServedModel(spec.name, alias, version, spec, pyfunc)
-        served = ServedModel(
-            spec.name, alias, version, spec, pyfunc,
+        plain = ServedModel(spec.name, alias, version, spec, pyfunc)
+        example = registry.load_input_example(info, settings=self.settings)
+        rows = [] if example is None else example.head(2).to_dict(orient="records")
+        if rows:
+            plain.pyfunc_rows(rows)
+        scorer, why = checked_row_scorer(pyfunc, plain.pyfunc_rows, rows)
+        log.info("%s v%s: %s", spec.name, version, why)
+        served = ServedModel(spec.name, alias, version, spec, pyfunc, scorer=scorer)
+        return ServedModel(
+            spec.name, alias, version, spec, pyfunc, scorer=scorer,
             batcher=MicroBatcher(served.predict_rows, self._executor, self.settings.serving_max_batch_rows),
         )
-        example = registry.load_input_example(info, settings=self.settings)
-        if example is not None and not example.empty:
-            served.predict_rows(example.head(2).to_dict(orient="records"))
-        return served
