@@ -31,10 +31,6 @@ def uptime() -> str:
 
 
 def saved_flights_pyfunc(folder: Path):
-    import mlflow.pyfunc
-    import mlflow.sklearn
-    from mlflow.models import infer_signature
-
     from leanops import datasets, features, modeling, registration, tracking
     from leanops.results import Batch
     from leanops.spec import load_spec
@@ -44,12 +40,8 @@ def saved_flights_pyfunc(folder: Path):
     feature_set = features.build_feature_set(Batch("bench://h1", "bench-h1", frame), spec)
     model = modeling.build_model(spec).fit(feature_set.X_train, feature_set.y_train)
     example = registration._example_frame(feature_set.X_train[features.model_input_columns(spec)], spec)
-    mlflow.sklearn.save_model(
-        model, str(folder / "model"), signature=infer_signature(example, model.predict_proba(example)),
-        input_example=example, pip_requirements=tracking._pip_requirements(),
-        skops_trusted_types=[*tracking.XGBOOST_TYPES, *features.FEATURE_TRUSTED_TYPES], pyfunc_predict_fn="predict_proba",
-    )
-    return spec, mlflow.pyfunc.load_model(str(folder / "model")), example
+    pyfunc = tracking.save_sklearn_model(folder / "model", model, example, model.predict_proba(example), "predict_proba")
+    return spec, pyfunc, example
 
 
 def main(argv: list[str] | None = None) -> int:

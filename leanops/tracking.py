@@ -113,29 +113,39 @@ def _pip_requirements() -> list[str]:
     return [f"{pkg}=={metadata.version(pkg)}" for pkg in ("mlflow", "scikit-learn", "xgboost", "pandas", "numpy", "skops")]
 
 
+def _sklearn_model_arguments(example: pd.DataFrame, outputs: Any, predict_fn: str, metadata: dict[str, Any] | None) -> dict[str, Any]:
+    from mlflow.models import infer_signature
+
+    from leanops.features import FEATURE_TRUSTED_TYPES
+
+    return {
+        "signature": infer_signature(example, outputs), "input_example": example, "pip_requirements": _pip_requirements(),
+        "skops_trusted_types": [*XGBOOST_TYPES, *FEATURE_TRUSTED_TYPES], "pyfunc_predict_fn": predict_fn, "metadata": metadata,
+    }
+
+
 @speaks_to_mlflow
 def log_sklearn_model(run_id: str, model: Any, example: pd.DataFrame, outputs: Any, predict_fn: str,
                       metadata: dict[str, Any] | None = None, settings: Settings | None = None) -> LoggedModel:
     """The fitted pipeline as the run's ``model`` (skops), with its signature, input example and ``metadata``
     (in its MLmodel file: what the outputs mean, for whoever loads it without leanops)."""
     import mlflow
-    from mlflow.models import infer_signature
-
-    from leanops.features import FEATURE_TRUSTED_TYPES
 
     activate(settings)
     with mlflow.start_run(run_id=run_id):
-        logged = mlflow.sklearn.log_model(
-            model,
-            name="model",
-            signature=infer_signature(example, outputs),
-            input_example=example,
-            pip_requirements=_pip_requirements(),
-            skops_trusted_types=[*XGBOOST_TYPES, *FEATURE_TRUSTED_TYPES],
-            pyfunc_predict_fn=predict_fn,
-            metadata=metadata,
-        )
+        logged = mlflow.sklearn.log_model(model, name="model", **_sklearn_model_arguments(example, outputs, predict_fn, metadata))
     return LoggedModel(logged.model_uri, logged.model_id)
+
+
+def save_sklearn_model(folder: Path, model: Any, example: pd.DataFrame, outputs: Any, predict_fn: str,
+                       metadata: dict[str, Any] | None = None) -> Any:
+    """The same model folder ``log_sklearn_model`` logs, written locally (no tracking server), loaded back
+    as pyfunc: what benchmarks and tests compare the endpoint's paths against."""
+    import mlflow.pyfunc
+    import mlflow.sklearn
+
+    mlflow.sklearn.save_model(model, str(folder), **_sklearn_model_arguments(example, outputs, predict_fn, metadata))
+    return mlflow.pyfunc.load_model(str(folder))
 
 
 @speaks_to_mlflow
