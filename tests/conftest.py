@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+# The fault-injection table's hooks (tests/reliability/table.py), here because every pytest process loads this file.
+from reliability.table import pytest_runtest_logreport, pytest_terminal_summary  # noqa: F401
+
 
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -52,6 +55,20 @@ _ENV = {
 }
 os.environ.update(_ENV)
 os.environ.pop("LEANOPS_SLACK_TOKEN")
+
+
+# `make test` runs the suite on two pytest-xdist workers (--dist loadgroup), each with its own session
+# stack (the environment above is drawn per process). A module is one group, so its module fixtures (a
+# deployment, a worker) are set up once; the modules that start PostgreSQL-backed stacks share one group,
+# so they run one after another and never compete for the server's 100 connections.
+POSTGRES_MODULES = {"test_production.py", "test_scale_out.py", "test_secret_leak.py", "test_backup_restore.py"}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    for item in items:
+        module = item.path.name
+        item.add_marker(pytest.mark.xdist_group("postgres" if module in POSTGRES_MODULES else str(item.path)))
 
 
 @pytest.fixture(scope="session")

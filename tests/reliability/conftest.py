@@ -5,48 +5,24 @@ Run alone: ``.venv/bin/python -m pytest tests/reliability -q``."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import pytest
 
-_RESULTS: list["Outcome"] = []
-
-
-@dataclass
-class Outcome:
-    scenario: str
-    faults: str
-    survived: bool = False
-    data_lost: str = "?"
-    recover_seconds: float | None = None
+from reliability.table import Outcome, attach
 
 
 @pytest.fixture
 def record(request):
     """A row of the table for this test. Set its fields as the test proves them: a row left unproven
     (the test failed before setting ``survived``) prints as not survived."""
+    outcomes: list[Outcome] = []
 
     def start(scenario: str, faults: str) -> Outcome:
         outcome = Outcome(scenario, faults)
-        _RESULTS.append(outcome)
+        outcomes.append(outcome)
         return outcome
 
-    return start
-
-
-def pytest_terminal_summary(terminalreporter):
-    if not _RESULTS:
-        return
-    rows = [("scenario", "faults injected", "survived", "data lost", "time to recover")]
-    for r in _RESULTS:
-        recovered = "-" if r.recover_seconds is None else f"{r.recover_seconds:.1f} s"
-        rows.append((r.scenario, r.faults, "yes" if r.survived else "NO", r.data_lost, recovered))
-    widths = [max(len(row[i]) for row in rows) for i in range(5)]
-    terminalreporter.section("fault injection")
-    for n, row in enumerate(rows):
-        terminalreporter.write_line(" | ".join(cell.ljust(w) for cell, w in zip(row, widths)))
-        if n == 0:
-            terminalreporter.write_line("-+-".join("-" * w for w in widths))
+    yield start
+    attach(request.node, outcomes)
 
 
 @pytest.fixture(scope="session")
