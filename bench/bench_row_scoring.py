@@ -1,9 +1,9 @@
 """Benchmark: one single-row /predict's server-side CPU, pyfunc path against the fast path, in one run.
 
 The flights model (the spec's own parameters, trained here on January-June) is saved by MLflow exactly as
-``tracking.log_sklearn_model`` logs it and loaded back as pyfunc. Each round scores N distinct July-August
-rows one request at a time, through what the endpoint runs per request outside HTTP: ``parse_rows`` (the
-contract check) + ``ServedModel.predict_rows`` + ``describe_outputs``. "pyfunc" is the previous path
+``tracking.log_sklearn_model`` logs it and loaded back as pyfunc. Each round sends N distinct July-August
+rows one request at a time through ``PredictionService.predict``, what the endpoint runs per request apart
+from HTTP (contract check, micro-batcher and scoring thread, ids, metrics). "pyfunc" is the previous path
 (``ServedModel.pyfunc_rows``), "fast" is ``row_scoring.RowScorer``. Rounds alternate which goes first;
 medians per request are printed with ``uptime``. Every fast answer is checked equal to pyfunc's.
 """
@@ -11,12 +11,14 @@ medians per request are printed with ``uptime``. Every fast answer is checked eq
 from __future__ import annotations
 
 import argparse
+import asyncio
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -53,9 +55,13 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning)
 
     from leanops import datasets
-    from leanops.serving.models import ServedModel, describe_outputs
-    from leanops.serving.requests import RowChecker, parse_rows, request_rows
+    from leanops.serving.batching import MicroBatcher
+    from leanops.serving.metrics import ServingMetrics
+    from leanops.serving.models import ServedModel
+    from leanops.serving.requests import request_rows
     from leanops.serving.row_scoring import checked_row_scorer
+    from leanops.serving.service import PredictionService
+    from leanops.settings import Settings
 
     print(f"uptime before: {uptime()}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -65,45 +71,51 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load-time check: {why}", flush=True)
     if scorer is None:
         return 1
-    fast = ServedModel(spec.name, "champion", "1", spec, pyfunc, scorer=scorer)
     rows = request_rows(datasets.flights_sample([7, 8], rows_per_month=args.requests, seed=9), spec)[: args.requests]
     bodies = [orjson.dumps(row) for row in rows]
-    checker = RowChecker.for_spec(spec)
+    # The endpoint's request handling without HTTP: contract check, micro-batcher and its scoring thread,
+    # answer with ids, metrics. The follower is not started: the version is put in the cache here.
+    service = PredictionService({spec.name: spec}, Settings(), metrics=ServingMetrics())
+    executor = ThreadPoolExecutor(max_workers=1)
 
-    paths = {"pyfunc": plain.pyfunc_rows, "fast": fast.predict_rows}
-    outputs = {}
+    def served(path_scorer) -> ServedModel:
+        inner = ServedModel(spec.name, "champion", "1", spec, pyfunc, scorer=path_scorer)
+        return ServedModel(spec.name, "champion", "1", spec, pyfunc, scorer=path_scorer, batcher=MicroBatcher(inner.predict_rows, executor))
 
-    def one_round(label: str) -> tuple[float, float]:
-        predict = paths[label]
-        answers, predict_seconds = [], 0.0
-        started = time.perf_counter()
+    paths = {"pyfunc": served(None), "fast": served(scorer)}
+    outputs: dict[str, list] = {}
+
+    async def requests(label: str) -> tuple[float, float]:
+        service.cache.swap(paths[label])
+        answers = []
+        wall, cpu = time.perf_counter(), time.process_time()
         for body in bodies:
-            parsed, _ = parse_rows(body, checker, 100)
-            t = time.perf_counter()
-            output = predict(parsed)
-            predict_seconds += time.perf_counter() - t
-            describe_outputs(output, spec)
-            answers.append(output)
-        outputs[label] = np.concatenate(answers)
-        return (time.perf_counter() - started) / len(bodies), predict_seconds / len(bodies)
+            answer = await service.predict(spec.name, body)
+            if answer.status != 200:
+                raise SystemExit(f"{label}: {answer.status} {answer.body}")
+            answers.append(answer.body["predictions"][0]["output"])
+        outputs[label] = answers
+        return (time.perf_counter() - wall) / len(bodies), (time.process_time() - cpu) / len(bodies)
 
     for label in paths:  # warm-up: lazy imports, caches
-        paths[label](rows[:5])
+        paths[label].predict_rows(rows[:5])
     timings: dict[str, list[tuple[float, float]]] = {label: [] for label in paths}
     for round_ in range(args.repeats):
         for label in (list(paths) if round_ % 2 == 0 else list(reversed(paths))):
-            timings[label].append(one_round(label))
-    equal = np.array_equal(outputs["pyfunc"], outputs["fast"])
-    batch_equal = np.array_equal(plain.pyfunc_rows(rows), fast.predict_rows(rows))
+            timings[label].append(asyncio.run(requests(label)))
+    executor.shutdown()
+    equal = np.array_equal(np.asarray(outputs["pyfunc"]), np.asarray(outputs["fast"]))
+    batch_equal = np.array_equal(paths["pyfunc"].predict_rows(rows), paths["fast"].predict_rows(rows))
 
-    print(f"\n{len(bodies):,} single-row requests per round, {args.repeats} rounds alternating order; medians, ms per request")
-    print(f"{'path':<8}| {'whole':>7} | {'predict':>7} | rounds (whole)")
+    print(f"\n{len(bodies):,} single-row requests per round through PredictionService.predict, {args.repeats} rounds "
+          "alternating order; medians, ms per request (CPU: this process, every thread)")
+    print(f"{'path':<8}| {'wall':>7} | {'CPU':>7} | rounds (wall)")
     for label, runs in timings.items():
-        whole = statistics.median(w for w, _ in runs) * 1000
-        predict = statistics.median(p for _, p in runs) * 1000
-        print(f"{label:<8}| {whole:7.3f} | {predict:7.3f} | {', '.join(f'{w * 1000:.2f}' for w, _ in runs)}")
-    ratio = statistics.median(w for w, _ in timings["pyfunc"]) / statistics.median(w for w, _ in timings["fast"])
-    print(f"\nfast / pyfunc: {ratio:.1f}x faster per request; answers equal pyfunc: one by one {equal}, as one batch {batch_equal}")
+        wall = statistics.median(w for w, _ in runs) * 1000
+        cpu = statistics.median(c for _, c in runs) * 1000
+        print(f"{label:<8}| {wall:7.3f} | {cpu:7.3f} | {', '.join(f'{w * 1000:.2f}' for w, _ in runs)}")
+    ratio = statistics.median(c for _, c in timings["pyfunc"]) / statistics.median(c for _, c in timings["fast"])
+    print(f"\nCPU per request, pyfunc / fast: {ratio:.1f}x; answers equal pyfunc: one by one {equal}, as one batch {batch_equal}")
     print(f"uptime after: {uptime()}")
     return 0 if equal and batch_equal else 1
 

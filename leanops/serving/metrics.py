@@ -52,6 +52,8 @@ class ServingMetrics:
             registry=r, multiprocess_mode="max",
         )
         self.reloads = Counter("leanops_serving_reloads", "Versions loaded for an alias", ["model", "alias", "trigger", "outcome"], registry=r)
+        # "fast" (leanops.serving.row_scoring) or "pyfunc": a version whose rows go to pyfunc answers ~10x slower.
+        self.scored_rows = Counter("leanops_serving_scored_rows", "Rows scored, by scoring path", ["model", "version", "path"], registry=r)
         self.log_dropped = Counter("leanops_serving_log_dropped", "Predictions dropped by the log's full queue", registry=r)
 
     def served(self, name: str, alias: str, version: str, previous: str | None) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +37,7 @@ class ServedModel:
     batcher: MicroBatcher | None = field(default=None, compare=False)
     # The pipeline applied without pandas (``row_scoring``), set only once checked equal to ``pyfunc``.
     scorer: RowScorer | None = field(default=None, compare=False)
+    on_scored: Callable[[str, int], None] | None = field(default=None, compare=False)  # (path, rows): for the metrics
 
     @property
     def label(self) -> str:
@@ -53,10 +55,19 @@ class ServedModel:
     def predict_rows(self, rows: list[dict[str, Any]]) -> np.ndarray:
         if self.scorer is not None:
             try:
-                return self.scorer(rows)
+                output = self.scorer(rows)
             except Unsupported:
                 pass  # a value the fast path does not reproduce exactly: pyfunc answers this batch
-        return self.pyfunc_rows(rows)
+            else:
+                self._scored("fast", len(rows))
+                return output
+        output = self.pyfunc_rows(rows)
+        self._scored("pyfunc", len(rows))
+        return output
+
+    def _scored(self, path: str, n_rows: int) -> None:
+        if self.on_scored is not None:
+            self.on_scored(path, n_rows)
 
     def pyfunc_rows(self, rows: list[dict[str, Any]]) -> np.ndarray:
         """The reference answer: MLflow's pyfunc (schema enforcement included) on the rows as a frame."""

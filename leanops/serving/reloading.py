@@ -172,8 +172,12 @@ class AliasFollower:
             plain.pyfunc_rows(rows)
         scorer, why = checked_row_scorer(pyfunc, plain.pyfunc_rows, rows)
         log.info("%s v%s: %s", spec.name, version, why)
-        served = ServedModel(spec.name, alias, version, spec, pyfunc, scorer=scorer)
+
+        def count(path: str, n_rows: int) -> None:
+            self.metrics.scored_rows.labels(spec.name, version, path).inc(n_rows)
+
+        served = ServedModel(spec.name, alias, version, spec, pyfunc, scorer=scorer, on_scored=count)
         return ServedModel(
-            spec.name, alias, version, spec, pyfunc, scorer=scorer,
+            spec.name, alias, version, spec, pyfunc, scorer=scorer, on_scored=count,
             batcher=MicroBatcher(served.predict_rows, self._executor, self.settings.serving_max_batch_rows),
         )

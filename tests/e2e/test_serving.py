@@ -210,6 +210,9 @@ def test_metrics_count_exactly_the_requests_errors_and_versions(endpoint, models
     )
     assert rows_by_label == 12
     assert delta("leanops_serving_prediction_score_count", model=name, version=v1, alias="champion", role="answer") == 12
+    # Every row went through the fast path (checked equal to pyfunc when the version loaded), none through pyfunc.
+    assert delta("leanops_serving_scored_rows_total", model=name, version=v1, path="fast") == 12
+    assert delta("leanops_serving_scored_rows_total", model=name, version=v1, path="pyfunc") == 0
     assert value(after, "leanops_serving_model_version", model=name, alias="champion", version=v1) == 1
 
 
