@@ -45,12 +45,12 @@ def with_holes(rows: list[dict]) -> list[dict]:
 
 
 def test_the_fast_path_answers_as_pyfunc_row_by_row_and_as_a_batch(flights_model, flights_july, spec):
-    rows = with_holes(request_rows(flights_july.head(40), spec))
+    rows = with_holes(request_rows(flights_july.head(20), spec))
 
     for row in rows:
         assert np.array_equal(flights_model.scorer([row]), flights_model.pyfunc_rows([row])), row
     assert np.array_equal(flights_model.scorer(rows), flights_model.pyfunc_rows(rows))
-    assert flights_model.predict_rows(rows).shape == (40, 2)
+    assert flights_model.predict_rows(rows).shape == (20, 2)
 
 
 def test_a_missing_category_scores_as_pyfunc_scores_it_within_a_batch(flights_model, flights_july, spec):
@@ -73,7 +73,7 @@ def test_every_calendar_part_is_taken_in_the_spec_time_zone(tmp_path):
         "metric": {"primary": "rmse"},
     }))
     served = saved(spec, pitches, tmp_path / "model")
-    rows = request_rows(pitches.sample(30, random_state=3), spec)
+    rows = request_rows(pitches.sample(12, random_state=3), spec)
     rows[1]["Time"] = "2013-03-10T09:30:00Z"  # the hour Los Angeles skips into summer time, read from UTC
     rows[2]["Time"] = "2013-12-31T23:30:00"  # naive: UTC, so still December 31 in Los Angeles
 
