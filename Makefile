@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup checkov-setup checkov demo test test-fast stack-up stack-down stack-status bench clean
+.PHONY: setup checkov-setup checkov demo test test-fast stack-up stack-down stack-status bench sim clean
 
 # Installs the exact versions of uv.lock (the ones the tests pass with), the project itself editable.
 # pyproject.toml keeps ranges for those who install leanops as a library; after changing them, run
@@ -59,6 +59,14 @@ bench: stack-up
 	$(BIN)/python bench/bench_bridge.py
 	$(BIN)/python bench/drift_lever.py
 	$(BIN)/python bench/bench_serving.py
+
+# The fast-time simulation (sim/): its own production-profile stack, started and dropped by the command.
+# MODELS is a ladder (e.g. 25,50,100); each step stops early when drift checks pile up.
+MODELS ?= 10
+DAYS ?= 1
+SIM_MINUTES ?= 10
+sim: setup
+	$(BIN)/python -m sim --models $(MODELS) --days $(DAYS) --max-minutes $(SIM_MINUTES)
 
 clean: stack-down
 	rm -rf .leanops
