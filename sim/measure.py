@@ -125,7 +125,7 @@ def flow_runs_since(api: Api, since_iso: str) -> list[dict]:
 
 def landed_events_since(api: Api, since_iso: str, until_iso: str) -> dict[str, float]:
     """resource id (s3://bucket/key) -> when the bridge's leanops.batch.landed occurred."""
-    body = {"filter": {"event": {"name": ["leanops.batch.landed"]}, "occurred": {"since": since_iso, "until": until_iso}}, "limit": 200}
+    body = {"filter": {"event": {"name": ["leanops.batch.landed"]}, "occurred": {"since": since_iso, "until": until_iso}}, "limit": 50}
     page = api.post("/events/filter", body).json()
     found: dict[str, float] = {}
     while True:

@@ -28,7 +28,7 @@ def model_name(run_id: str, index: int) -> str:
 
 def write_spec(folder: Path, name: str, incoming_prefix: str, cooldown_real_minutes: float) -> Path:
     """The flights spec as model ``name``: small (60 trees), no cron of its own (the simulator starts the weekly
-    retrains on simulated time), a cooldown in real minutes, and duplicates allowed: the simulator recycles
+    retrains on simulated time), a cooldown in real minutes, no baseline gate, and duplicates allowed: the simulator recycles
     real rows once a model's pool is used up, so a long window holds the same flight twice."""
     data = yaml.safe_load((ROOT / "specs" / "flights-delay.yaml").read_text())
     data["name"] = name
@@ -36,6 +36,9 @@ def write_spec(folder: Path, name: str, incoming_prefix: str, cooldown_real_minu
     data["tuning"]["enabled"] = False
     data["schedule"] = {"cron": None}
     data["contract"]["max_duplicate_share"] = 1.0
+    # 4,000 rows and 60 trees lost to the linear baseline now and then (seen: -0.015 ROC AUC), and a model
+    # without a first champion has nothing to monitor: the other gates still judge every challenger.
+    data["promotion"]["must_beat_baseline"] = False
     data["retrain_window"]["prefix"] = f"{incoming_prefix}{name}/"
     data["retrain_window"]["cooldown_minutes"] = round(cooldown_real_minutes, 4)
     path = folder / f"{name}.yaml"
