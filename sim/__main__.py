@@ -229,7 +229,8 @@ class Simulation:
         for run in runs:
             name = names.get(run["deployment_id"], "other")
             per_deployment[name] = per_deployment.get(name, 0) + 1
-        lags = [measure.parse_time(r["start_time"]) - measure.parse_time(r["expected_start_time"]) for r in runs if r["start_time"]]
+        lags = {r["id"]: measure.parse_time(r["start_time"]) - measure.parse_time(r["expected_start_time"]) for r in runs if r["start_time"]}
+        check_lags = [lags[r["id"]] for r in runs if r["id"] in lags and names.get(r["deployment_id"]) == DRIFT]
         events = attempt(lambda: measure.landed_events_since(self.api, iso(step.started - 5), iso(time.time())), {}, self.errors)
         bucket = self.settings.s3_bucket
         put_lag, event_lag = [], []
@@ -261,7 +262,8 @@ class Simulation:
             ("flow runs per real hour", f"completed {per_hour('COMPLETED')}, failed {per_hour('FAILED')}, crashed {per_hour('CRASHED')}, "
                                         f"cancelled {per_hour('CANCELLED')}, not ended {sum(v for k, v in states.items() if k not in measure.TERMINAL)}"),
             ("flow runs per simulated day", f"{len(runs) / max(1e-9, (step.hours_reached + 1) / 24):.0f}"),
-            ("scheduling lag expected->Running", plan.spread(lags)),
+            ("scheduling lag expected->Running", f"all runs {plan.spread(list(lags.values()))}; drift checks {plan.spread(check_lags)} "
+                                                 "(retrains also wait for their deployment's concurrency limit of 1)"),
             ("S3 put -> run created", plan.spread(put_lag)),
             ("batch.landed event -> run created", plan.spread(event_lag)),
             ("Prefect API latency p50/p95/max", f"{plan.spread(latency)}; {failed_calls} failed calls" if latency else "-"),
