@@ -17,7 +17,7 @@ from tasks.publish import publish_event
 from tasks.register import find_registered_retrain, register_model
 from tasks.retirement import is_model_retired
 from tasks.spec import load_model_spec
-from tasks.train import fit_model
+from tasks.train import fit_model, fit_model_on_dask
 from tasks.tune import choose_params, log_tuning, tune_params
 from tasks.validate import validate_batch
 
@@ -53,14 +53,20 @@ def retrain(
     if earlier is not None:
         check_training_size(earlier.train_rows, champion, allow_small)
         return earlier
-    batch = load_batch(batch_uri, model_spec)
-    validate_batch(batch, model_spec)
-    features = build_features(batch, model_spec)
-    check_training_size(features.sizes["train"], champion, allow_small)
     tuning = None
-    if tuned:
-        tuning = choose_params(log_tuning(tune_params(features, model_spec), model_spec), model_spec)
-    trained = fit_model(features, model_spec, tuning.params if tuning else None)
+    if model_spec.model.engine == "dask":
+        # Read, validated, split and trained on the cluster: what comes back is evaluated and registered as below.
+        on_cluster = fit_model_on_dask(batch_uri, model_spec, tuned)
+        batch, features, trained = on_cluster.batch, on_cluster.features, on_cluster.train
+        check_training_size(features.sizes["train"], champion, allow_small)
+    else:
+        batch = load_batch(batch_uri, model_spec)
+        validate_batch(batch, model_spec)
+        features = build_features(batch, model_spec)
+        check_training_size(features.sizes["train"], champion, allow_small)
+        if tuned:
+            tuning = choose_params(log_tuning(tune_params(features, model_spec), model_spec), model_spec)
+        trained = fit_model(features, model_spec, tuning.params if tuning else None)
     evaluation = evaluate_model(trained, features, model_spec, champion)
     registration = register_model(model_spec, trained, evaluation, features, batch, tuning=tuning)
     if registration.created:

@@ -61,6 +61,10 @@ class RegistryUnavailable(TransientIOError):
     as "no such model" or "no champion"."""
 
 
+class ClusterUnavailable(TransientIOError):
+    """The Dask scheduler (LEANOPS_DASK_SCHEDULER_ADDRESS) could not be reached: retried, then reported."""
+
+
 class StorageCredentialsMissing(LeanopsError):
     """The object store needs credentials and none are configured: a setup problem, not an outage."""
 

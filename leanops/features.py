@@ -215,15 +215,19 @@ def class_names(spec: Spec) -> list[str]:
 
 def split_class_problems(y_fit: pd.Series, y_holdout: pd.Series, spec: Spec) -> list[str]:
     """A classifier learns only the classes its training rows hold, and its metrics need two in the holdout."""
+    return class_count_problems(y_fit.value_counts(), len(y_fit), y_holdout, spec)
+
+
+def class_count_problems(counts: pd.Series, n_fit: int, y_holdout: pd.Series, spec: Spec) -> list[str]:
+    """:func:`split_class_problems` from the training rows' class counts (``value_counts``) alone."""
     if not spec.is_classifier:
         return []
     names, problems = class_names(spec), []
-    counts = y_fit.value_counts()
     absent = [name for code, name in enumerate(names) if counts.get(code, 0) == 0]
     if absent:
         seen = ", ".join(f"{names[code]!r} ({n:,})" for code, n in counts.items())
         problems.append(
-            f"target {spec.target.name!r}: class(es) {absent} never occur in the {len(y_fit):,} training rows (seen: {seen}); "
+            f"target {spec.target.name!r}: class(es) {absent} never occur in the {n_fit:,} training rows (seen: {seen}); "
             "every class needs training examples: add data, or remove the class from target.classes"
         )
     if y_holdout.nunique() < 2:

@@ -63,9 +63,13 @@ class FeatureSet:
     y_holdout: pd.Series = field(repr=False, compare=False)
     rows_excluded: dict[str, int] = field(default_factory=dict)
     split_description: str = ""
+    row_counts: dict[str, int] | None = None
+    """The split's sizes when X_train / X_valid hold a sample of them (training on a cluster)."""
 
     @property
     def sizes(self) -> dict[str, int]:
+        if self.row_counts is not None:
+            return dict(self.row_counts)
         return {"train": len(self.X_train), "valid": len(self.X_valid), "holdout": len(self.X_holdout)}
 
 

@@ -155,7 +155,17 @@ class Settings(BaseSettings):
 
     # journal:<path>, memory or a database URL (a secret: it may carry a password).
     optuna_storage: SecretStr | None = None
+    # Training with spec `model.engine: dask`: the scheduler to use, or (unset) a LocalCluster per retrain
+    # with dask_workers worker processes of dask_threads_per_worker threads, each capped at
+    # dask_worker_memory_limit (Dask's own format: "1.5GB", or bytes); what Dask does at the cap: it spills
+    # to disk past 60%, pauses the worker at 80% and restarts it at 95%.
     dask_scheduler_address: str | None = None
+    dask_connect_timeout_seconds: float = 30.0
+    dask_workers: int = Field(default=2, ge=1)
+    dask_threads_per_worker: int = Field(default=1, ge=1)
+    dask_worker_memory_limit: str = "1.5GB"
+    # Fit rows brought back from the cluster: the drift reference, the input example and the baseline's fit.
+    dask_sample_rows: int = Field(default=100_000, ge=1_000)
 
     # The fork server (deployments/forkserver.py): flow runs start in a process forked from one that
     # has already imported these, instead of importing them anew (4-10 s here) before reaching Running.

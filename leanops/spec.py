@@ -134,6 +134,10 @@ class ModelSpec(_Frozen):
     params: dict[str, Any] = Field(default_factory=dict)
     """XGBoost parameters (defaults for untuned training)."""
     baseline: Literal["linear", "dummy"] = "linear"
+    engine: Literal["single", "dask"] = "single"
+    """single: this process reads the window and trains. dask: the window is read and trained on by a Dask
+    cluster (LEANOPS_DASK_SCHEDULER_ADDRESS, or a LocalCluster per retrain) with xgboost.dask, for windows
+    larger than one machine's memory; the registered model is the same self-contained pipeline."""
 
 
 class SearchDim(_Frozen):
@@ -339,6 +343,11 @@ class Spec(_Frozen):
             raise ValueError("derived features need a time column (spec.time)")
         if self.target.name in names:
             raise ValueError("the target cannot also be a feature")
+        if self.model.engine == "dask" and self.tuning.enabled:
+            raise ValueError(
+                "model.engine 'dask' trains on the cluster without a tuning study (the study fits in one process): "
+                "set tuning.enabled: false, and put tuned parameters in model.params"
+            )
         if self.serving.low_confidence_below is not None and not self.is_classifier:
             raise ValueError("serving.low_confidence_below only fits a classifier (a class probability); task is 'regression'")
         return self
@@ -377,6 +386,8 @@ class Spec(_Frozen):
         # What a model is trained and judged with. The prose, the cron and how it is served are not: editing them must not
         # invalidate cached features and fits or make the same data a "new" training.
         identity = self.model_dump(mode="json", exclude={"description", "schedule", "serving"})
+        if identity["model"]["engine"] == "single":
+            del identity["model"]["engine"]  # the default: specs written before the option keep their hash
         canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
