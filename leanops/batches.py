@@ -21,7 +21,7 @@ from datetime import datetime, timedelta, timezone
 import numpy as np
 import pandas as pd
 
-from leanops import manifest, prediction_log, storage
+from leanops import manifest, memory, prediction_log, storage
 from leanops.errors import BatchReadError, GateFailed
 from leanops.results import Batch, BatchIdentity, combine_fingerprints
 from leanops.settings import Settings, get_settings
@@ -143,6 +143,11 @@ def read_batch(
             "the spec has none"
         )
     objects = _window_objects(uri, window, is_rejected, settings)
+    # Each object may fit while the window does not: refused as a whole, before the first read.
+    memory.check_batch_fits(
+        f"the retrain window under {uri} ({len(objects)} objects)", sum(o.size for o in objects), settings,
+        advice="train with the spec's model.engine: dask (a Dask cluster reads it), shorten the window, or give the worker more memory",
+    )
     frames, fingerprints, identities = [], [], []
     for info in objects:
         frame, fingerprint, identity = storage.read_table_with_identity(info.uri, settings)

@@ -45,14 +45,12 @@ def batch_budget(settings: Settings | None = None) -> tuple[int | None, str]:
     return min(budgets) if budgets else (None, "no memory limit")
 
 
-def check_batch_fits(uri: str, size: int, settings: Settings | None = None) -> None:
+def check_batch_fits(uri: str, size: int, settings: Settings | None = None,
+                     advice: str = "split the batch into smaller files, or give the worker more memory (or set LEANOPS_MAX_BATCH_BYTES)") -> None:
     """Raise BatchTooLarge if a ``size``-byte file at ``uri`` is more than this process may read."""
     budget, source = batch_budget(settings)
     if budget is not None and size > budget:
-        raise BatchTooLarge(
-            f"{uri}: {_mb(size)} is more than this run may read into memory ({_mb(budget)}: {source}); "
-            "split the batch into smaller files, or give the worker more memory (or set LEANOPS_MAX_BATCH_BYTES)"
-        )
+        raise BatchTooLarge(f"{uri}: {_mb(size)} is more than this run may read into memory ({_mb(budget)}: {source}); {advice}")
 
 
 def _mb(size: float) -> str:
