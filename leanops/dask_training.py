@@ -95,12 +95,12 @@ def _compact(frame: pd.DataFrame, spec: Spec) -> pd.DataFrame:
     strings), the time column parsed; the target's source replaced by the target."""
     target, keep, _ = make_target(frame, spec)
     out = frame.drop(columns=[spec.target.source])
+    if spec.time is not None and spec.time.column in out:
+        out[spec.time.column] = pd.to_datetime(out[spec.time.column], utc=True, format="ISO8601", errors="coerce")
     numeric = set(spec.numeric_features)
     for column in out.columns:
         if out[column].dtype == object and column not in numeric:
             out[column] = out[column].astype("category")
-    if spec.time is not None and spec.time.column in out:
-        out[spec.time.column] = pd.to_datetime(out[spec.time.column], utc=True, format="ISO8601", errors="coerce")
     return out.assign(**{spec.target.name: target.to_numpy(), LABELLED: keep.to_numpy()})
 
 
@@ -136,8 +136,10 @@ def _read_partition(uri: str, spec: Spec, settings: Settings) -> tuple[pd.DataFr
     """Runs on a worker: read one object, check its contract's row-by-row rules, compact it."""
     frame, fingerprint, identity = storage.read_table_with_identity(uri, settings)
     violations, warnings = contract.check_batch(frame, _per_object_contract(spec))
-    # A column null throughout one object (a month with no weather) may still be filled in the window.
-    violations = [v for v in violations if not v.endswith("is entirely null")]
+    # A column null throughout one object (a month with no weather) may still be filled in the window, and
+    # the classes one object holds say nothing of the window's (checked on the split, class_count_problems).
+    window_wide = set(contract.class_problems(frame, spec)) if spec.target.source in frame else set()
+    violations = [v for v in violations if not v.endswith("is entirely null") and v not in window_wide]
     facts = {"uri": uri, "fingerprint": fingerprint, "identity": identity, "columns": sorted(frame.columns),
              "rows": len(frame), "duplicated": int(frame.duplicated().sum()),
              "nulls": {name: int(frame[name].isna().sum()) for name in spec.contract.columns if name in frame},

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from leanops import batches, dask_training, datasets, features, modeling
+from leanops import batches, dask_training, datasets, features, modeling, registry
 from leanops.spec import load_spec
 from support import spec_copy
 
@@ -133,7 +133,10 @@ def test_a_retrain_with_engine_dask_registers_a_version_that_serves_without_dask
         monkeypatch.delenv("LEANOPS_DASK_SCHEDULER_ADDRESS")
         reset_settings_cache()
 
-    assert result.created and result.train_rows and result.train_rows > 3000
+    assert result.created
+    registered = registry.get_alias("dask-e2e", registry.CHALLENGER)
+    assert registered.version == result.version and registered.metrics["rows_train"] > 3000
+    assert registered.metrics["rows_train"] + registered.metrics["rows_valid"] + registered.metrics["rows_holdout"] > 5000
     rows = datasets.flights_sample([6], rows_per_month=50, seed=5)
     predictions = mlflow.pyfunc.load_model(result.model_uri).predict(rows.drop(columns=["dep_delay"]))
     probabilities = np.asarray(predictions)
