@@ -141,8 +141,9 @@ def test_a_retrain_with_engine_dask_registers_a_version_that_serves_without_dask
     assert registered.version == result.version and registered.metrics["rows_train"] > 3000
     assert registered.metrics["rows_train"] + registered.metrics["rows_valid"] + registered.metrics["rows_holdout"] > 5000
     rows = datasets.flights_sample([6], rows_per_month=50, seed=5)
-    # The signature's numeric inputs are doubles (registration logs them so, to take missing values).
+    # The signature's numeric inputs are doubles (registration logs them so, to take missing values),
     rows = rows.astype({column: "float64" for column in rows.select_dtypes("int64").columns})
+    rows["time_hour"] = rows["time_hour"].map(lambda t: t.isoformat())  # and times ISO strings, as JSON carries them
     predictions = mlflow.pyfunc.load_model(result.model_uri).predict(rows.drop(columns=["dep_delay"]))
     probabilities = np.asarray(predictions)
     assert probabilities.shape == (50, 2) and np.allclose(probabilities.sum(axis=1), 1.0)
