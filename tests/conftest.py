@@ -57,18 +57,24 @@ os.environ.update(_ENV)
 os.environ.pop("LEANOPS_SLACK_TOKEN")
 
 
-# `make test` runs the suite on two pytest-xdist workers (--dist loadgroup), each with its own session
-# stack (the environment above is drawn per process). A module is one group, so its module fixtures (a
-# deployment, a worker) are set up once; the modules that start PostgreSQL-backed stacks share one group,
-# so they run one after another and never compete for the server's 100 connections.
+# `make test` runs the suite on two pytest-xdist workers (--dist loadfile: a module stays on one worker, so
+# its module fixtures, a deployment or a worker, are set up once), each with its own session stack (the
+# environment above is drawn per process). The modules that start PostgreSQL-backed stacks take a lock
+# shared by every process of the machine, so they run one after another and never compete for the
+# server's 100 connections.
 POSTGRES_MODULES = {"test_production.py", "test_scale_out.py", "test_secret_leak.py", "test_backup_restore.py"}
 
 
-@pytest.hookimpl(tryfirst=True)
-def pytest_collection_modifyitems(items):
-    for item in items:
-        module = item.path.name
-        item.add_marker(pytest.mark.xdist_group("postgres" if module in POSTGRES_MODULES else str(item.path)))
+@pytest.fixture(scope="module", autouse=True)
+def _one_postgres_module_at_a_time(request):
+    if request.path.name not in POSTGRES_MODULES:
+        yield
+        return
+    import fcntl
+
+    with open(Path(tempfile.gettempdir()) / "leanops-tests-postgres.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 @pytest.fixture(scope="session")
