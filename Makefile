@@ -36,7 +36,7 @@ demo: setup
 	$(BIN)/python -m deployments.demo
 
 test: setup checkov-setup
-	$(BIN)/python -m pytest -n 2 --dist loadfile
+	$(BIN)/python -m pytest
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not e2e"
