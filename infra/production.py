@@ -22,8 +22,10 @@ state to ``s3://<bucket>/state/``: nothing a later run needs stays on one worker
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
+import os
 import secrets
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
@@ -38,6 +40,35 @@ WORKERS = ("a", "b")
 # here under a load of 15 (5 s idle).
 STARTUP_TIMEOUT = 600.0
 DATABASES = ("prefect", "mlflow", "mlflow_auth", "optuna")
+
+
+def claim_redis_database(indexes: range, claim_key: str, owner: str, hold_seconds: int) -> str:
+    """A Redis database index on 127.0.0.1:6379 nobody uses now (Redis is shared on this machine): a claim
+    key set only where the database is empty, held ``hold_seconds``. Prefect's streams and consumer groups
+    have fixed names, so two stacks must never share a database."""
+    import redis
+
+    for index in indexes:
+        client = redis.Redis(host="127.0.0.1", port=6379, db=index)
+        if client.dbsize() == 0 and client.set(claim_key, owner, nx=True, ex=hold_seconds) and client.dbsize() == 1:
+            return f"redis://127.0.0.1:6379/{index}"
+    raise RuntimeError(f"no free Redis database among {list(indexes)} on 127.0.0.1:6379")
+
+
+@contextlib.contextmanager
+def operator_environment(**values: str):
+    """The environment of an operator's shell starting the stack: none of the caller's PREFECT_*, LEANOPS_*
+    or MLFLOW_* variables (in a test session they point at its embedded servers), plus ``values``."""
+    saved = dict(os.environ)
+    for name in list(os.environ):
+        if name.startswith(("PREFECT_", "LEANOPS_", "MLFLOW_")):
+            del os.environ[name]
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 def missing_secrets(settings: Settings) -> list[str]:

@@ -4,7 +4,6 @@ on databases, a Redis database and ports of its own (PostgreSQL and Redis are sh
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 import socket
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import httpx
 
+from infra.production import claim_redis_database, operator_environment
 from leanops.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,35 +29,9 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def claim_redis_database(owner: str) -> str:
-    """A Redis database index nobody uses now: a claim key set only where the database is empty."""
-    import redis
-
-    for index in REDIS_DATABASES:
-        client = redis.Redis(host="127.0.0.1", port=6379, db=index)
-        if client.dbsize() == 0 and client.set(CLAIM_KEY, owner, nx=True, ex=6 * 3600) and client.dbsize() == 1:
-            return f"redis://127.0.0.1:6379/{index}"
-    raise RuntimeError(f"no free Redis database among {list(REDIS_DATABASES)} on 127.0.0.1:6379")
-
-
-@contextlib.contextmanager
-def operator_environment(**values: str):
-    """The environment of a shell that starts the stack: no inherited PREFECT_*, LEANOPS_* or MLFLOW_* variables."""
-    saved = dict(os.environ)
-    for name in list(os.environ):
-        if name.startswith(("PREFECT_", "LEANOPS_", "MLFLOW_")):
-            del os.environ[name]
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-
-
 def settings_for(run_id: str, home: Path) -> Settings:
     return Settings(
-        profile="production", home=home, database_prefix=f"leanops_sim_{run_id}", redis_url=claim_redis_database(run_id),
+        profile="production", home=home, database_prefix=f"leanops_sim_{run_id}", redis_url=claim_redis_database(REDIS_DATABASES, CLAIM_KEY, run_id, hold_seconds=6 * 3600),
         database_templates=True, prefect_auth_string=f"ops:prefect-{secrets.token_hex(8)}", mlflow_password=f"mlflow-{secrets.token_hex(8)}",
         prefect_port=_free_port(), prefect_second_port=_free_port(), mlflow_port=_free_port(), s3_port=_free_port(),
         worker_health_port=_free_port(), worker_second_health_port=_free_port(),

@@ -13,7 +13,6 @@ is dropped at the end.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import socket
 import time
@@ -23,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
+from infra.production import claim_redis_database, operator_environment
 from leanops import datasets, events, storage
 from support import API_AUTH, api_call, automations_of, deploy_prefect_yaml, read_events, spec_copy, task_run_states, wait_for
 
@@ -47,33 +47,6 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _claim_redis_database() -> str:
-    """A Redis database index nobody else uses now: a claim key set only where the database is empty."""
-    import redis
-
-    for index in REDIS_DATABASES:
-        client = redis.Redis(host="127.0.0.1", port=6379, db=index)
-        if client.dbsize() == 0 and client.set(CLAIM_KEY, UID, nx=True, ex=3600) and client.dbsize() == 1:
-            return f"redis://127.0.0.1:6379/{index}"
-    raise RuntimeError(f"no free Redis database among {list(REDIS_DATABASES)} on 127.0.0.1:6379")
-
-
-@contextlib.contextmanager
-def operator_environment(**values: str):
-    """The environment of an operator's shell starting the stack: none of this test session's PREFECT_*,
-    LEANOPS_* or MLFLOW_* variables (they point at the session's embedded servers), plus ``values``."""
-    saved = dict(os.environ)
-    for name in list(os.environ):
-        if name.startswith(("PREFECT_", "LEANOPS_", "MLFLOW_")):
-            del os.environ[name]
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-
-
 @pytest.fixture(scope="module")
 def specs_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("production-specs")
@@ -91,7 +64,7 @@ def started(tmp_path_factory, specs_dir):
 
     home = tmp_path_factory.mktemp("production")
     settings = Settings(
-        profile="production", home=home, database_prefix=f"leanops_e2e_{UID}", redis_url=_claim_redis_database(), database_templates=True,
+        profile="production", home=home, database_prefix=f"leanops_e2e_{UID}", redis_url=claim_redis_database(REDIS_DATABASES, CLAIM_KEY, UID, hold_seconds=3600), database_templates=True,
         prefect_auth_string=":".join(AUTH), mlflow_password=MLFLOW_PASSWORD,
         prefect_port=_free_port(), prefect_second_port=_free_port(), mlflow_port=_free_port(), s3_port=_free_port(),
         worker_health_port=_free_port(), worker_second_health_port=_free_port(),
