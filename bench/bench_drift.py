@@ -244,7 +244,7 @@ def print_table(runs: dict[str, list[dict]], n_current: int, n_reference: int, r
         f"vs reference {n_reference:,}; verdict on a {first['sample_rows']:,}-row sample a side, report on "
         f"{first['report_rows']:,}; medians of {repeats} (spread min-max)"
     )
-    header = f"{'run':<36}{'verdict s':>10}{'whole s':>9}{'spread':>11}{'peak MB':>9}{'html MB':>9}{'drifted':>9}{'agree %':>9}"
+    header = f"{'run':<36}{'verdict s':>10}{'whole s':>9}{'spread':>14}{'peak MB':>9}{'html MB':>9}{'drifted':>9}{'agree %':>9}"
     print(header)
     print("-" * len(header))
     labels = {
@@ -259,10 +259,10 @@ def print_table(runs: dict[str, list[dict]], n_current: int, n_reference: int, r
         html = f"{statistics.median(r['html_mb'] for r in rs):.1f}" if "html_mb" in rs[0] else ""
         drifted = str(sum(rs[0]["verdicts"].values())) if "verdicts" in rs[0] else ""
         agreement = f"{agree(rs[0]):.0f}" if "verdicts" in rs[0] else ""
-        print(f"{labels[kind]:<36}{verdict:>10}{_median(rs, 'whole_s'):>9.2f}{_spread(rs, 'whole_s'):>11}"
+        print(f"{labels[kind]:<36}{verdict:>10}{_median(rs, 'whole_s'):>9.2f}{_spread(rs, 'whole_s'):>14}"
               f"{_median(rs, 'peak_mb'):>9.0f}{html:>9}{drifted:>9}{agreement:>9}")
     verdict, whole, peak = _median(check, "verdict_s"), _median(check, "whole_s"), _median(check, "peak_mb")
-    print(f"{'target (issue 13)':<36}{TARGETS['verdict_s']:>10.2f}{TARGETS['whole_s']:>9.2f}{'':>11}{TARGETS['peak_mb']:>9.0f}")
+    print(f"{'target (issue 13)':<36}{TARGETS['verdict_s']:>10.2f}{TARGETS['whole_s']:>9.2f}{'':>14}{TARGETS['peak_mb']:>9.0f}")
     met = verdict <= TARGETS["verdict_s"] and whole <= TARGETS["whole_s"] and peak <= TARGETS["peak_mb"]
     print(f"leanops check {'meets' if met else 'MISSES'} the targets: verdict {verdict:.2f} s, whole check {whole:.2f} s, "
           f"peak {peak:.0f} MB; Evidently's preset takes x{_median(full, 'whole_s') / whole:.1f} its time on the full data, "

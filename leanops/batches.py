@@ -23,6 +23,7 @@ import pandas as pd
 
 from leanops import manifest, memory, prediction_log, storage
 from leanops.errors import BatchReadError, GateFailed
+from leanops.progress import Progress, quiet
 from leanops.results import Batch, BatchIdentity, combine_fingerprints
 from leanops.settings import Settings, get_settings
 from leanops.spec import RetrainWindowSpec, Spec
@@ -132,8 +133,10 @@ def read_batch(
     time_column: str | None = None,
     is_rejected: RejectedTest = _never_rejected,
     settings: Settings | None = None,
+    on_progress: Progress = quiet,
 ) -> Batch:
-    """One object as it is, or the window of landed batches under a prefix as one batch (see the module)."""
+    """One object as it is, or the window of landed batches under a prefix as one batch (see the module).
+    ``on_progress`` hears of each object of a window read (shares by bytes: objects differ in size)."""
     if not is_prefix(uri):
         frame, fingerprint, identity = storage.read_table_with_identity(uri, settings)
         return Batch(uri=uri, fingerprint=fingerprint, frame=frame, sources=(uri,), identity=_object_identity(uri, identity))
@@ -149,11 +152,15 @@ def read_batch(
         advice="train with the spec's model.engine: dask (a Dask cluster reads it), shorten the window, or give the worker more memory",
     )
     frames, fingerprints, identities = [], [], []
+    total_bytes, read_bytes, read_rows = max(1, sum(o.size for o in objects)), 0, 0
+    on_progress(0.0, f"{len(objects)} objects in the window, {total_bytes:,} bytes")
     for info in objects:
         frame, fingerprint, identity = storage.read_table_with_identity(info.uri, settings)
         frames.append(frame)
         fingerprints.append(fingerprint)
         identities.append((info.uri, identity))
+        read_bytes, read_rows = read_bytes + info.size, read_rows + len(frame)
+        on_progress(min(1.0, read_bytes / total_bytes), f"read {len(frames)} of {len(objects)} objects, {read_rows:,} rows")
     columns = [set(f.columns) for f in frames]
     if any(c != columns[0] for c in columns):
         differing = sorted(set.union(*columns) - set.intersection(*columns))

@@ -29,6 +29,7 @@ from datetime import datetime, timedelta, timezone
 
 from leanops import storage
 from leanops.errors import BatchReadError, SpecError
+from leanops.progress import Progress, quiet
 from leanops.settings import Settings, get_settings
 
 _MARKER_SUFFIX = ".json"
@@ -136,9 +137,9 @@ def still_waiting_for_spec(spec_ready: Callable[[str], bool] = spec_loads, setti
     return frozenset(parked)
 
 
-def processed_markers(settings: Settings | None = None) -> frozenset[str]:
+def processed_markers(settings: Settings | None = None, on_page: Callable[[int], None] | None = None) -> frozenset[str]:
     """Names of every marker in the manifest (one listing; bodies are not read)."""
-    listed = storage.list_objects(manifest_root(settings) + "/", suffix=_MARKER_SUFFIX, settings=settings)
+    listed = storage.list_objects(manifest_root(settings) + "/", suffix=_MARKER_SUFFIX, settings=settings, on_page=on_page)
     return frozenset(info.uri.rsplit("/", 1)[1] for info in listed)
 
 
@@ -197,10 +198,18 @@ def incoming_uri(prefix: str = "", settings: Settings | None = None) -> str:
 
 def find_unprocessed(
     prefix_uri: str, suffix: str, min_age: timedelta, in_flight: Iterable[str] = (), settings: Settings | None = None,
-    spec_ready: Callable[[str], bool] = spec_loads,
+    spec_ready: Callable[[str], bool] = spec_loads, on_progress: Progress = quiet,
 ) -> list[storage.ObjectInfo]:
     """The landed objects under ``prefix_uri`` that no check has processed or is about to (and at least
-    ``min_age`` old), leaving out those still waiting for their model's spec."""
-    objects = storage.list_objects(prefix_uri, suffix=suffix, settings=settings)
-    skip = processed_markers(settings) | still_waiting_for_spec(spec_ready, settings)
-    return unprocessed(objects, skip, min_age, in_flight=in_flight)
+    ``min_age`` old), leaving out those still waiting for their model's spec.
+
+    ``on_progress`` follows the two listings, which grow with everything kept: landed objects (the first
+    half) and processed markers (most of the second); their lengths are not known before they end."""
+    objects = storage.list_objects(prefix_uri, suffix=suffix, settings=settings,
+                                   on_page=lambda n: on_progress(0.0, f"{n:,} keys listed under {prefix_uri}"))
+    on_progress(0.5, f"{len(objects):,} landed objects; listing the processed markers")
+    markers = processed_markers(settings, on_page=lambda n: on_progress(0.5, f"{len(objects):,} landed objects; {n:,} markers listed"))
+    on_progress(0.9, f"{len(objects):,} landed objects, {len(markers):,} processed markers; checking batches waiting for a spec")
+    waiting = unprocessed(objects, markers | still_waiting_for_spec(spec_ready, settings), min_age, in_flight=in_flight)
+    on_progress(1.0, f"{len(objects):,} landed objects, {len(markers):,} processed markers: {len(waiting):,} not processed")
+    return waiting

@@ -12,7 +12,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from functools import lru_cache
@@ -382,14 +382,21 @@ def upload_file(path: Path, uri: str, settings: Settings | None = None) -> str:
     return uri
 
 
-def list_objects(prefix_uri: str, suffix: str = "", settings: Settings | None = None) -> list[ObjectInfo]:
-    """Objects under a prefix (S3) or files under a folder, sorted by key."""
+def list_objects(
+    prefix_uri: str, suffix: str = "", settings: Settings | None = None, on_page: Callable[[int], None] | None = None,
+) -> list[ObjectInfo]:
+    """Objects under a prefix (S3) or files under a folder, sorted by key. ``on_page`` hears how many keys
+    have been listed after each page of S3's listing (1,000 keys), so a long listing can show it moves."""
     if is_s3(prefix_uri):
         bucket, prefix = split_s3_uri(prefix_uri)
         client = s3_client(settings)
         found: list[ObjectInfo] = []
+        listed = 0
         try:
             for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+                listed += page.get("KeyCount", len(page.get("Contents", [])))
+                if on_page is not None:
+                    on_page(listed)
                 for item in page.get("Contents", []):
                     if item["Key"].endswith(suffix):
                         etag = item.get("ETag", "").strip('"')

@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from leanops.errors import TuningFailed
+from leanops.progress import Progress, quiet
 from leanops.results import ParamsChoice, StudyPlan, TrialBatchResult, TuningResult
 from leanops.spec import SearchDim, Spec
 
@@ -436,6 +437,7 @@ def run_trials(
     n_jobs: int = 1,
     threads_per_trial: int = 1,
     build_model: BuildModel | None = None,
+    on_progress: Progress = quiet,
 ) -> TrialBatchResult:
     """One worker's share: run ``n_trials`` trials (or until ``timeout_seconds``) of an existing study.
 
@@ -443,7 +445,7 @@ def run_trials(
     fits); each trial's booster uses ``threads_per_trial`` threads. Parallel trials use cores
     better than threads inside one small fit, and OpenMP threads degrade badly on a busy machine,
     hence one thread by default; raise it for large training sets on idle cores. A trial that
-    raises is recorded as failed and the worker goes on.
+    raises is recorded as failed and the worker goes on. ``on_progress`` hears of each finished trial.
     """
     if n_trials < 0:
         raise ValueError(f"n_trials must not be negative, got {n_trials}")
@@ -451,6 +453,16 @@ def run_trials(
         raise ValueError(f"n_jobs and threads_per_trial must be at least 1, got {n_jobs} and {threads_per_trial}")
     started = time.perf_counter()
     mine: list[Any] = []
+    finished = threading.Lock()  # trials of n_jobs threads end in their own threads
+
+    def record(study: "optuna.Study", trial: Any) -> None:
+        with finished:
+            mine.append(trial)
+            best = [t.value for t in mine if t.state.name == "COMPLETE" and t.value is not None]
+            pick = max if study.direction.name == "MAXIMIZE" else min
+            best_text = f"; best {spec.metric.primary} so far {pick(best):.5f}" if best else ""
+            on_progress(len(mine) / n_trials, f"{len(mine)} of {n_trials} trials finished{best_text}")
+
     if n_trials:
         study = _load_study(spec, study_name, storage, worker_index)
         data = _prepare(X_train, y_train, X_valid, y_valid, spec, build_model)
@@ -460,7 +472,7 @@ def run_trials(
             timeout=timeout_seconds,
             n_jobs=n_jobs,
             catch=(Exception,),
-            callbacks=[lambda _study, trial: mine.append(trial)],
+            callbacks=[record],
         )
     states = [t.state.name for t in mine]
     return TrialBatchResult(
@@ -546,6 +558,7 @@ def tune(
     threads_per_trial: int = 1,
     build_model: BuildModel | None = None,
     report: bool = True,
+    on_progress: Progress = quiet,
 ) -> TuningResult:
     """Tune in this process: create or resume the study, run the remaining budget with ``n_jobs`` threads, summarize.
 
@@ -562,6 +575,7 @@ def tune(
         n_jobs=n_jobs,
         threads_per_trial=threads_per_trial,
         build_model=build_model,
+        on_progress=on_progress,
     )
     return summarize_study(spec, study_name=study_name, storage=storage, report=report)
 

@@ -11,6 +11,7 @@ from leanops.registry import ModelVersionInfo
 from leanops.results import Batch, BatchIdentity
 from leanops.spec import Spec
 from tasks._policies import RETRY_IO
+from tasks._progress import artifact_key, progress_artifact
 
 
 # Not cached: one HEAD / stat or listing, which is what tells whether anything cached still holds.
@@ -32,9 +33,11 @@ def load_batch(uri: str | None, spec: Spec) -> Batch:
     """One object, or (for a prefix ending in /, or no URI) the spec's retrain window of landed batches,
     leaving out batches the manifest records as rejected."""
     time_column = spec.time.column if spec.time else None
-    batch = batches.read_batch(
-        uri or batches.default_source(spec), spec.retrain_window, time_column, batches.rejected_by_manifest()
-    )
+    source = uri or batches.default_source(spec)
+    if not batches.is_prefix(source):  # one object: nothing to follow
+        return batches.read_batch(source, spec.retrain_window, time_column, batches.rejected_by_manifest())
+    with progress_artifact(artifact_key(spec.name, "window-loading"), f"Reading the retrain window under {source}") as report:
+        batch = batches.read_batch(source, spec.retrain_window, time_column, batches.rejected_by_manifest(), on_progress=report)
     if len(batch.sources) > 1:
         get_run_logger().info(
             "retrain window: %d rows from %d batches: %s", len(batch.frame), len(batch.sources), ", ".join(batch.sources)

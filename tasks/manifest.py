@@ -21,6 +21,7 @@ from leanops.manifest import ProcessedMark
 from leanops.results import MonitorOutcome
 from leanops.settings import get_settings
 from tasks._policies import RETRY_IO
+from tasks._progress import progress_artifact
 
 
 @task(cache_policy=NO_CACHE, **RETRY_IO)
@@ -95,9 +96,10 @@ def find_unprocessed_batches(prefix: str, min_age_minutes: float, in_flight: lis
     """Landed objects no check has processed or is about to, oldest first, at most ``limit``."""
     settings = get_settings()
     prefix_uri = manifest.incoming_uri(prefix, settings)
-    waiting = manifest.find_unprocessed(
-        prefix_uri, settings.s3_incoming_suffix, timedelta(minutes=min_age_minutes), in_flight, settings
-    )
+    with progress_artifact("reconcile-listing", f"Listing {prefix_uri} and the processed markers") as report:
+        waiting = manifest.find_unprocessed(
+            prefix_uri, settings.s3_incoming_suffix, timedelta(minutes=min_age_minutes), in_flight, settings, on_progress=report
+        )
     get_run_logger().info(
         "%d landed batches under %s not processed%s", len(waiting), prefix_uri,
         f"; announcing the oldest {limit}" if len(waiting) > limit else "",

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import time
-
 from prefect import get_run_logger, task
-from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from leanops import monitoring, registry, scoring
@@ -14,8 +12,7 @@ from leanops.scoring import ScoringResult
 from leanops.settings import get_settings
 from leanops.spec import Spec
 from tasks._policies import RETRY_IO
-
-PROGRESS_EVERY_SECONDS = 1.0  # one API call per chunk would flood the server with small chunks
+from tasks._progress import artifact_key, progress_artifact
 
 
 @task(cache_policy=NO_CACHE, retries=0)
@@ -36,19 +33,9 @@ def score_batch(batch_uri: str, version: ModelVersionInfo, spec: Spec) -> Scorin
     # A version is scored as it was trained: its inputs and their contract, even after the spec changed.
     trained_spec = monitoring.as_trained(spec, registry.load_recorded_spec(version))
     model = registry.load_model(version)
-    progress_id = create_progress_artifact(
-        progress=0.0, key=f"{spec.name}-scoring-progress", description=f"Scoring {batch_uri} with v{version.version}",
-    )
-    last_update = time.monotonic()
-
-    def report(rows: int, share: float) -> None:
-        nonlocal last_update
-        if share >= 1.0 or time.monotonic() - last_update >= PROGRESS_EVERY_SECONDS:
-            update_progress_artifact(progress_id, progress=round(100.0 * share, 1), description=f"{rows:,} rows scored")
-            last_update = time.monotonic()
-
-    result = scoring.score_batch(batch_uri, model, spec.name, version.version, trained_spec, on_progress=report)
-    update_progress_artifact(progress_id, progress=100.0, description=f"{result.rows:,} rows scored")
+    with progress_artifact(artifact_key(spec.name, "scoring-progress"), f"Scoring {batch_uri} with v{version.version}") as report:
+        result = scoring.score_batch(batch_uri, model, spec.name, version.version, trained_spec,
+                                     on_progress=lambda rows, share: report(share, f"{rows:,} rows scored"))
     create_markdown_artifact(key=f"{spec.name}-scoring-summary", markdown=result.summary_markdown(),
                              description=f"Batch scoring of {batch_uri}")
     get_run_logger().info("scored %d rows of %s with v%s -> %s (%.0f rows/s)", result.rows, batch_uri,

@@ -23,6 +23,7 @@ from leanops import study_log, tuning
 from leanops.results import FeatureSet, ParamsChoice, StudyPlan, TrialBatchResult, TuningResult
 from leanops.spec import Spec
 from tasks._policies import CACHED, RETRY_IO
+from tasks._progress import artifact_key, progress_artifact
 
 
 def _summary_markdown(result: TuningResult) -> str:
@@ -53,12 +54,12 @@ def _report(result: TuningResult) -> None:
 # No retries: a crashed tuning is resumed by the next run from its storage.
 @task(**CACHED)
 def tune_params(features: FeatureSet, spec: Spec, storage: str | None = None, n_jobs: int = 1) -> TuningResult:
-    result = tuning.tune(
-        features.X_train, features.y_train, features.X_valid, features.y_valid, spec,
-        study_name=tuning.study_name_for(spec, features.fingerprint),
-        storage=storage,
-        n_jobs=n_jobs,
-    )
+    study_name = tuning.study_name_for(spec, features.fingerprint)
+    with progress_artifact(artifact_key(spec.name, "tuning-progress"), f"Tuning study {study_name}") as report:
+        result = tuning.tune(
+            features.X_train, features.y_train, features.X_valid, features.y_valid, spec,
+            study_name=study_name, storage=storage, n_jobs=n_jobs, on_progress=report,
+        )
     _report(result)
     return result
 
@@ -83,15 +84,18 @@ def run_trial_batch(
     threads_per_trial: int = 1,
 ) -> TrialBatchResult:
     """One worker's share of the plan (a Dask worker process runs one trial at a time)."""
-    batch = tuning.run_trials(
-        features.X_train, features.y_train, features.X_valid, features.y_valid, spec,
-        study_name=plan.study_name,
-        storage=plan.storage,
-        n_trials=plan.shares[worker_index],
-        timeout_seconds=spec.tuning.timeout_seconds,
-        worker_index=worker_index,
-        threads_per_trial=threads_per_trial,
-    )
+    key = artifact_key(spec.name, "tuning-progress", f"worker-{worker_index}")
+    with progress_artifact(key, f"Tuning study {plan.study_name}, worker {worker_index}") as report:
+        batch = tuning.run_trials(
+            features.X_train, features.y_train, features.X_valid, features.y_valid, spec,
+            study_name=plan.study_name,
+            storage=plan.storage,
+            n_trials=plan.shares[worker_index],
+            timeout_seconds=spec.tuning.timeout_seconds,
+            worker_index=worker_index,
+            threads_per_trial=threads_per_trial,
+            on_progress=report,
+        )
     get_run_logger().info(
         "worker %d: %d trials (%d complete, %d pruned, %d failed) in %.1f s",
         worker_index, batch.n_trials, batch.n_complete, batch.n_pruned, batch.n_failed, batch.seconds,

@@ -4,6 +4,7 @@ started once per test session on free ports with all state in a temp folder."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import socket
 import tempfile
@@ -15,16 +16,45 @@ import pytest
 from reliability.table import pytest_runtest_logreport, pytest_terminal_summary  # noqa: F401
 
 
-def _free_port() -> int:
+SESSION_PORTS_BASE = 20_000
+SESSION_PORTS_PER_WORKER = 1_000
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _session_ports(names: tuple[str, ...]) -> dict[str, int]:
+    """Ports for the session's services, drawn now and bound minutes later, when a fixture first starts them.
+
+    Not from the kernel's ephemeral range: every bind to port 0 draws from it (each test's own servers and
+    proxies, every client socket), and under pytest-xdist another worker's test could be handed a port of
+    this session in between and start its own server there. Then one of them talks to the other's server
+    (seen as 500s from "another port" while a test dropped its server's database). Each xdist worker gets
+    its own block below that range; the offset inside it follows the process id, so two sessions at once
+    on one machine rarely meet, and a port that is taken now is skipped."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    low = SESSION_PORTS_BASE + SESSION_PORTS_PER_WORKER * int(worker.removeprefix("gw") or 0)
+    ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    if low + SESSION_PORTS_PER_WORKER > ephemeral_low:
+        raise RuntimeError(f"worker {worker}'s session ports {low}.. would reach the ephemeral range from {ephemeral_low}")
+    start = os.getpid() % (SESSION_PORTS_PER_WORKER - 50)
+    candidates = (low + (start + step) % SESSION_PORTS_PER_WORKER for step in range(SESSION_PORTS_PER_WORKER))
+    ports = list(itertools.islice((port for port in candidates if _bindable(port)), len(names)))
+    if len(ports) < len(names):
+        raise RuntimeError(f"fewer than {len(names)} free ports in {low}..{low + SESSION_PORTS_PER_WORKER - 1}")
+    return dict(zip(names, ports, strict=True))
 
 
 # Environment is fixed before anything imports prefect or mlflow, so every client in this
 # process (and every subprocess) talks to this session's services and keeps state in HOME.
 HOME = Path(tempfile.mkdtemp(prefix="leanops-tests-"))
-PORTS = {"prefect": _free_port(), "mlflow": _free_port(), "s3": _free_port(), "worker": _free_port()}
+PORTS = _session_ports(("prefect", "mlflow", "s3", "worker"))
 _ENV = {
     "LEANOPS_HOME": str(HOME),
     "LEANOPS_PREFECT_PORT": str(PORTS["prefect"]),
@@ -57,11 +87,9 @@ os.environ.update(_ENV)
 os.environ.pop("LEANOPS_SLACK_TOKEN")
 
 
-# `make test` runs serially. On pytest-xdist workers (`pytest -n 2 --dist loadfile`, ~15 min instead of
-# ~27) each worker draws its own ports and home above, so each has its own session stack, and a module stays
-# on one worker; the modules that start PostgreSQL-backed stacks take a lock shared by every process of the
-# machine, so they run one after another. Not the default yet: test_backup_restore failed 2 of 2 such runs
-# (its child's model-version create answered 500 from another port), not yet explained.
+# On pytest-xdist workers (`pytest -n 2 --dist loadfile`) each worker has its own ports (above) and home,
+# so each has its own session stack, and a module stays on one worker; the modules that start
+# PostgreSQL-backed stacks take a lock shared by every process of the machine, so they run one after another.
 POSTGRES_MODULES = {"test_production.py", "test_scale_out.py", "test_secret_leak.py", "test_backup_restore.py"}
 
 

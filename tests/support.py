@@ -111,6 +111,12 @@ def started_task_names(api_url: str, flow_run_id: str) -> set[str]:
     return {_task_name(run) for run in _task_runs(api_url, flow_run_id) if run["state_type"] is not None}
 
 
+def artifacts_of(api_url: str, flow_run_id) -> dict[str, dict]:
+    """A flow run's artifacts (its task runs' included) by key."""
+    body = {"artifacts": {"flow_run_id": {"any_": [str(flow_run_id)]}}}
+    return {a["key"]: a for a in prefect_request("POST", f"{api_url}/artifacts/filter", json=body).json()}
+
+
 def spec_copy(tmp_path: Path, name: str, **overrides) -> Path:
     """The flights spec under another model name (tests never share a registered model)."""
     source = Path(__file__).resolve().parent.parent / "specs" / "flights-delay.yaml"

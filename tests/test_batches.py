@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 
 import pandas as pd
 import pytest
@@ -189,3 +190,26 @@ def test_a_small_training_set_registers_when_allowed_and_a_fair_one_always():
     assert "registered anyway" in batches.check_training_size(3253, 110000.0, "4", allow_small=True)
     assert batches.check_training_size(60000, 110000.0, "4", allow_small=False).endswith("trained on 110000")
     assert "no champion" in batches.check_training_size(3253, None, None, allow_small=False)
+
+
+def test_reading_a_window_reports_each_object_until_all_are_read(landed):
+    heard = []
+
+    batch = batches.read_batch(f"{landed}/", RetrainWindowSpec(last_n=6), on_progress=lambda share, done: heard.append((share, done)))
+
+    shares = [share for share, _ in heard]
+    assert shares == sorted(shares) and shares[0] == 0.0 and shares[-1] == 1.0 and len(heard) == 1 + len(batch.sources)
+    assert heard[0][1].startswith(f"{len(batch.sources)} objects in the window")
+    assert heard[-1][1] == f"read {len(batch.sources)} of {len(batch.sources)} objects, {len(batch.frame):,} rows"
+
+
+def test_an_s3_listing_reports_each_page_of_keys(s3_endpoint, settings):
+    prefix = f"s3://{settings.s3_bucket}/pages-{uuid.uuid4().hex[:8]}/"
+    storage.ensure_bucket(settings.s3_bucket, settings)
+    with ThreadPoolExecutor(8) as pool:  # three pages of S3's 1,000 keys
+        list(pool.map(lambda i: storage.write_bytes(f"{prefix}k{i:05d}.json", b"{}", settings), range(2_050)))
+    pages = []
+
+    found = storage.list_objects(prefix, settings=settings, on_page=pages.append)
+
+    assert len(found) == 2_050 and pages == [1_000, 2_000, 2_050]

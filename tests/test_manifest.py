@@ -117,3 +117,18 @@ def test_a_batch_landed_before_its_spec_waits_for_it_and_is_announced_once_it_ex
     waiting = manifest.find_unprocessed(str(landed) + "/", ".parquet", timedelta(minutes=5), settings=settings, spec_ready=specs.__contains__)
     assert [o.uri for o in waiting] == [early]
     assert manifest.processed_markers(settings) == frozenset()  # never counted as processed
+
+
+def test_the_reconcile_listing_reports_its_phases_to_the_count_of_waiting_batches(local):
+    settings, landed = local
+    first = land(landed, "2013-07.parquet", b"PAR1 july")
+    land(landed, "2013-08.parquet", b"PAR1 august")
+    manifest.mark_processed(first, "flights-delay", "no_champion", "run-1", settings)
+    heard = []
+
+    waiting = manifest.find_unprocessed(str(landed) + "/", ".parquet", timedelta(minutes=5), settings=settings,
+                                        on_progress=lambda share, done: heard.append((share, done)))
+
+    assert len(waiting) == 1
+    assert [share for share, _ in heard] == [0.5, 0.9, 1.0]
+    assert heard[-1][1] == "2 landed objects, 1 processed markers: 1 not processed"

@@ -274,3 +274,14 @@ def test_a_multiclass_study_tunes_log_loss_with_its_multiclass_evaluation_metric
     assert result.n_complete == 3 and 0 < result.best_value < 0.2  # a validation log loss, not an error rate
     macro_f1 = spec.model_copy(update={"metric": spec.metric.model_copy(update={"primary": "macro_f1", "guardrails": []})})
     assert tuning.eval_metric_for(macro_f1) == "merror" and macro_f1.primary_direction == "maximize"
+
+
+def test_each_finished_trial_is_reported_with_the_best_value_so_far(spec, features):
+    heard = []
+
+    result = tuning.tune(*_split(features), spec, study_name="progress", storage="memory", n_trials=3, report=False,
+                         on_progress=lambda share, done: heard.append((share, done)))
+
+    assert result.n_trials == 3 and len(heard) == 3
+    assert [share for share, _ in heard] == [1 / 3, 2 / 3, 1.0]
+    assert heard[-1][1].startswith(f"3 of 3 trials finished; best {spec.metric.primary} so far 0.")

@@ -27,7 +27,7 @@ from leanops import datasets, drift, events, monitoring, registry, storage
 from leanops.errors import BatchReadError, ContractViolation
 from leanops.spec import load_spec
 from reliability.proxy import TcpProxy, shut_down
-from support import environment, prefect_request, read_events, spec_copy, task_run_states, task_started_at
+from support import artifacts_of, environment, read_events, spec_copy, task_run_states, task_started_at
 
 pytestmark = pytest.mark.e2e
 
@@ -74,11 +74,6 @@ def batch_events(api_url: str, name: str, batch_uri: str, count: int = 1, timeou
         if len(found) >= count or time.monotonic() > deadline:
             return found
         time.sleep(0.5)
-
-
-def artifacts_of(api_url: str, flow_run_id) -> dict[str, dict]:
-    body = {"artifacts": {"flow_run_id": {"any_": [str(flow_run_id)]}}}
-    return {a["key"]: a for a in prefect_request("POST", f"{api_url}/artifacts/filter", json=body).json()}
 
 
 def test_a_summer_month_drifts_with_events_history_report_and_artifacts(champion, stack):

@@ -7,7 +7,7 @@ import pytest
 from leanops import batches, datasets, events, registration, registry, storage, study_log
 from leanops.errors import ContractViolation, RegistrationFailed
 from leanops.spec import load_spec
-from support import spec_copy, task_run_states, wait_for_events
+from support import artifacts_of, spec_copy, task_run_states, wait_for_events
 
 pytestmark = pytest.mark.e2e
 
@@ -139,8 +139,13 @@ def test_retrain_with_tuning_trains_on_the_study_best_params(stack, tmp_path):
                           tuning__timeout_seconds=120, tuning__min_improvement=0.0)
     uri = str(tmp_path / "h1.parquet")
     storage.write_table(datasets.flights_sample(range(1, 7), rows_per_month=700, seed=11), uri)
-    result = retrain(spec=str(spec_path), batch_uri=uri, tune=True)
+    state = retrain(spec=str(spec_path), batch_uri=uri, tune=True, return_state=True)
+    result = state.result()
     assert result.created
+    # The study's trials moved a progress bar in the UI, to the last one (issue 13).
+    progress = artifacts_of(stack.resolved_prefect_api_url, state.state_details.flow_run_id)["retrain-tuned-tuning-progress"]
+    assert progress["type"] == "progress" and progress["data"] == 100.0
+    assert "4 of 4 trials finished; best roc_auc so far 0." in progress["description"], progress["description"]
     info = registry.get_alias("retrain-tuned", registry.CHALLENGER)
     study_runs = registry.client().search_runs(
         [registry.client().get_experiment_by_name("leanops/retrain-tuned").experiment_id],

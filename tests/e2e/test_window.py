@@ -4,11 +4,13 @@ training set under half the champion's is refused unless a person allows it."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from leanops import datasets, registry, storage
 from leanops.errors import GateFailed
-from support import spec_copy
+from support import artifacts_of, spec_copy
 
 pytestmark = pytest.mark.e2e
 
@@ -32,19 +34,24 @@ def landed(stack, tmp_path_factory):
         tmp_path_factory.mktemp("window"), MODEL, retrain_window__prefix=f"windows/{MODEL}/",
         retrain_window__min_rows=1000, model__params__n_estimators=60,
     )
-    return {"prefix": prefix, "spec_path": spec_path, "burst": parts}
+    return {"prefix": prefix, "spec_path": spec_path, "burst": parts, "api": stack.resolved_prefect_api_url}
 
 
 def test_a_retrain_after_a_burst_trains_on_the_time_window(landed):
     from flows.retrain import retrain
 
-    result = retrain(spec=str(landed["spec_path"]))
+    state = retrain(spec=str(landed["spec_path"]), return_state=True)
+    result = state.result()
     assert result.created
     version = registry.get_version(MODEL, result.version)
     sources = version.tags["leanops.data_sources"].split(",")
     assert [s.rsplit("/", 1)[-1] for s in sources] == [f"2013-{m:02d}.parquet" for m in MONTHS]
     rows = sum(value for name, value in version.metrics.items() if name.startswith("rows_"))
     assert rows == len(MONTHS) * ROWS_PER_MONTH
+    # The UI showed the window being read, object by object, to the end (issue 13).
+    loading = artifacts_of(landed["api"], state.state_details.flow_run_id)[f"{MODEL}-window-loading"]
+    assert loading["type"] == "progress" and loading["data"] == 100.0
+    assert re.search(r"read (\d+) of \1 objects, [\d,]+ rows$", loading["description"]), loading["description"]
 
 
 def test_a_training_set_under_half_the_champions_registers_only_when_allowed(landed):
