@@ -88,7 +88,7 @@ class Simulation:
         for index, name in enumerate(new, start=first):
             world.land(world.training_frame(index), self.settings, name, "initial")
             self.create_run(SCHEDULED_RETRAIN, {"spec": name, "reason": "schedule"}, f"sim-initial-{name}")
-        # Retrains run one at a time (prefect.yaml: concurrency_limit 1), each 15 s idle to 3 min under load:
+        # Retrains run two at a time (prefect.yaml: slots_per_deployment), each 15 s idle to 3 min under load:
         # give up only when nothing is left running and a champion is still missing.
         idle_since, waiting = None, set(new)
         while waiting:
@@ -263,7 +263,7 @@ class Simulation:
                                         f"cancelled {per_hour('CANCELLED')}, not ended {sum(v for k, v in states.items() if k not in measure.TERMINAL)}"),
             ("flow runs per simulated day", f"{len(runs) / max(1e-9, (step.hours_reached + 1) / 24):.0f}"),
             ("scheduling lag expected->Running", f"all runs {plan.spread(list(lags.values()))}; drift checks {plan.spread(check_lags)} "
-                                                 "(retrains also wait for their deployment's concurrency limit of 1)"),
+                                                 "(retrains also wait for a slot of their deployment's concurrency limit, prefect.yaml)"),
             ("S3 put -> run created", plan.spread(put_lag)),
             ("batch.landed event -> run created", plan.spread(event_lag)),
             ("Prefect API latency p50/p95/max", f"{plan.spread(latency)}; {failed_calls} failed calls" if latency else "-"),
