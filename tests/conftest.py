@@ -16,6 +16,13 @@ import pytest
 from reliability.table import pytest_runtest_logreport, pytest_terminal_summary  # noqa: F401
 
 
+def _free_port() -> int:
+    """A port from the kernel's ephemeral range, for a server a test starts and binds at once."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 SESSION_PORTS_BASE = 20_000
 SESSION_PORTS_PER_WORKER = 1_000
 

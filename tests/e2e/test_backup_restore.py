@@ -53,6 +53,7 @@ from sklearn.linear_model import LogisticRegression
 tracking_uri, name, alias = sys.argv[1:]
 X, y = load_iris(return_X_y=True, as_frame=True)
 mlflow.set_tracking_uri(tracking_uri)
+mlflow.set_registry_uri(tracking_uri)
 mlflow.set_experiment(f"{name}-training")
 with mlflow.start_run():
     mlflow.sklearn.log_model(LogisticRegression(max_iter=500).fit(X, y), name="model", registered_model_name=name,
@@ -66,7 +67,10 @@ def register_champion(tracking_uri: str, name: str):
 
     Registered from a child process: MLflow's fluent API keeps the active experiment in process-wide state
     (``set_experiment``), which would leak this server's experiment id into every later in-process run of
-    the test session and break their model logging on the session's own server."""
+    the test session and break their model logging on the session's own server. The child sets its registry
+    URI too: ``mlflow.set_registry_uri`` (leanops.mlflow_access.activate) also writes MLFLOW_REGISTRY_URI into
+    this process's environment, and a child inheriting it registered the model on the session's server
+    (500s: the logged model is not there). Serially this module ran before any activate(); under xdist not."""
     from sklearn.datasets import load_iris
 
     done = subprocess.run([sys.executable, "-c", REGISTER_CHAMPION, tracking_uri, name, registry.CHAMPION],
