@@ -9,7 +9,6 @@ audit entries: ``leanops.aliases``. MLflow unreachable is RegistryUnavailable, n
 from __future__ import annotations
 
 import json
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,9 +16,10 @@ from typing import Any
 import pandas as pd
 
 from leanops.errors import ModelNotFound, NoChampion
+from leanops.local_cache import fetch_once
 from leanops.mlflow_access import activate, client, is_absent, speaks_to_mlflow
 from leanops.results import retrain_key_tag
-from leanops.settings import Settings
+from leanops.settings import Settings, get_settings
 from leanops.spec import Spec, parse_spec
 
 CHAMPION = "champion"
@@ -164,22 +164,33 @@ def list_versions(name: str, settings: Settings | None = None) -> list[ModelVers
     return sorted((_info(mv, mlflow_client, with_metrics=False) for mv in versions), key=lambda i: int(i.version))
 
 
+def _artifact_cache(settings: Settings | None) -> Path:
+    return (settings or get_settings()).home / "cache" / "mlflow-artifacts"
+
+
 @speaks_to_mlflow
 def load_model(info: ModelVersionInfo, settings: Settings | None = None) -> Any:
+    """The version's fitted pipeline, from this machine's copy of its artifacts (fetched once: a registered
+    version's model never changes; its source names one logged model)."""
     import mlflow
+    import mlflow.artifacts
 
     activate(settings)
-    return mlflow.sklearn.load_model(info.model_uri)
+    local = fetch_once(_artifact_cache(settings), f"model {info.source or info.model_uri}",
+                       lambda folder: Path(mlflow.artifacts.download_artifacts(artifact_uri=info.model_uri, dst_path=str(folder))))
+    return mlflow.sklearn.load_model(str(local))
 
 
 @speaks_to_mlflow
 def _read_artifact(run_id: str, artifact: str, read, settings: Settings | None = None):
-    """Download one run artifact into a temporary folder, read it with ``read(path)``, remove the copy."""
+    """Read one run artifact with ``read(path)`` from this machine's copy, fetched on first use: the run
+    artifacts read here (reference, holdout, spec, importance) are written once, at registration."""
     import mlflow.artifacts
 
     activate(settings)
-    with tempfile.TemporaryDirectory(prefix="leanops-artifact-") as folder:
-        return read(Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact, dst_path=folder)))
+    local = fetch_once(_artifact_cache(settings), f"run {run_id} {artifact}",
+                       lambda folder: Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact, dst_path=str(folder))))
+    return read(local)
 
 
 def load_reference_sample(info: ModelVersionInfo, settings: Settings | None = None) -> pd.DataFrame:
