@@ -78,8 +78,22 @@ def zombie_automation(heartbeat: int):
 def _shape(automation) -> tuple:
     return (
         automation.enabled, automation.description,
-        automation.trigger.model_dump(mode="json"), [action.model_dump(mode="json") for action in automation.actions],
+        _canonical(automation.trigger.model_dump(mode="json")),
+        [_canonical(action.model_dump(mode="json")) for action in automation.actions],
     )
+
+
+def _canonical(value):
+    """``value`` with every list of strings sorted. A trigger's ``after``, ``expect``, ``for_each`` and match
+    patterns are sets: they reach JSON in the iteration order of a set, which hangs on the process's string
+    hash seed and, when two members share a hash slot, on the order they were inserted in (the order the
+    server sent them). Compared as dumped, one automation can differ from itself between two processes."""
+    if isinstance(value, dict):
+        return {key: _canonical(item) for key, item in value.items()}
+    if isinstance(value, list):
+        items = [_canonical(item) for item in value]
+        return sorted(items) if all(isinstance(item, str) for item in items) else items
+    return value
 
 
 def ensure_zombie_automation(api_url: str, heartbeat: int | None = None) -> str:
