@@ -146,21 +146,22 @@ def read_batch(
             "the spec has none"
         )
     objects = _window_objects(uri, window, is_rejected, settings)
+    window_bytes = sum(o.size for o in objects)
     # Each object may fit while the window does not: refused as a whole, before the first read.
     memory.check_batch_fits(
-        f"the retrain window under {uri} ({len(objects)} objects)", sum(o.size for o in objects), settings,
+        f"the retrain window under {uri} ({len(objects)} objects)", window_bytes, settings,
         advice="train with the spec's model.engine: dask (a Dask cluster reads it), shorten the window, or give the worker more memory",
     )
     frames, fingerprints, identities = [], [], []
-    total_bytes, read_bytes, read_rows = max(1, sum(o.size for o in objects)), 0, 0
-    on_progress(0.0, f"{len(objects)} objects in the window, {total_bytes:,} bytes")
+    read_bytes, read_rows = 0, 0
+    on_progress(0.0, f"{len(objects)} objects in the window, {window_bytes:,} bytes")
     for info in objects:
         frame, fingerprint, identity = storage.read_table_with_identity(info.uri, settings)
         frames.append(frame)
         fingerprints.append(fingerprint)
         identities.append((info.uri, identity))
         read_bytes, read_rows = read_bytes + info.size, read_rows + len(frame)
-        on_progress(min(1.0, read_bytes / total_bytes), f"read {len(frames)} of {len(objects)} objects, {read_rows:,} rows")
+        on_progress(read_bytes / window_bytes if window_bytes else 1.0, f"read {len(frames)} of {len(objects)} objects, {read_rows:,} rows")
     columns = [set(f.columns) for f in frames]
     if any(c != columns[0] for c in columns):
         differing = sorted(set.union(*columns) - set.intersection(*columns))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 from contextlib import contextmanager, suppress
 from typing import Iterator
@@ -16,18 +15,13 @@ from leanops.progress import Progress
 UPDATE_EVERY_SECONDS = 1.0  # one API call per object or trial would flood the server on small ones
 
 
-def artifact_key(*parts: str) -> str:
-    """A valid artifact key (lowercase letters, digits and dashes) from names such as a model's."""
-    return re.sub(r"[^a-z0-9-]+", "-", "-".join(parts).lower()).strip("-")[:100]
-
-
 @contextmanager
 def progress_artifact(key: str, description: str) -> Iterator[Progress]:
     """Create the artifact at 0 %, hand out a callback that updates it at most once a second (and always
     at 100 %), and leave it at 100 % when the work ends without an error. On an error it keeps the last
     share and says where the work stopped."""
     artifact_id: UUID = create_progress_artifact(progress=0.0, key=key, description=description)
-    last = {"at": time.monotonic(), "share": 0.0, "done": ""}
+    last = {"at": time.monotonic(), "share": 0.0, "done": "", "sent": (0.0, "")}
 
     def report(share: float, done: str) -> None:
         last["share"], last["done"] = share, done
@@ -35,6 +29,7 @@ def progress_artifact(key: str, description: str) -> Iterator[Progress]:
             last["at"] = time.monotonic()
             try:
                 update_progress_artifact(artifact_id, progress=round(100.0 * min(share, 1.0), 1), description=f"{description}: {done}")
+                last["sent"] = (share, done)
             except Exception as exc:  # noqa: BLE001 - a display that fails once must not fail the work it shows
                 get_run_logger().warning("progress artifact %s not updated (%s): %s", key, type(exc).__name__, done)
 
@@ -45,4 +40,5 @@ def progress_artifact(key: str, description: str) -> Iterator[Progress]:
             update_progress_artifact(artifact_id, progress=round(100.0 * min(last["share"], 1.0), 1),
                                      description=f"{description}: stopped by an error after {last['done'] or 'nothing'}")
         raise
-    update_progress_artifact(artifact_id, progress=100.0, description=f"{description}: {last['done'] or 'done'}")
+    if last["sent"] != (1.0, last["done"]):  # the last report may have sent 100 % already
+        update_progress_artifact(artifact_id, progress=100.0, description=f"{description}: {last['done'] or 'done'}")

@@ -11,7 +11,7 @@ from leanops.registry import ModelVersionInfo
 from leanops.results import Batch, BatchIdentity
 from leanops.spec import Spec
 from tasks._policies import RETRY_IO
-from tasks._progress import artifact_key, progress_artifact
+from tasks._progress import progress_artifact
 
 
 # Not cached: one HEAD / stat or listing, which is what tells whether anything cached still holds.
@@ -36,7 +36,7 @@ def load_batch(uri: str | None, spec: Spec) -> Batch:
     source = uri or batches.default_source(spec)
     if not batches.is_prefix(source):  # one object: nothing to follow
         return batches.read_batch(source, spec.retrain_window, time_column, batches.rejected_by_manifest())
-    with progress_artifact(artifact_key(spec.name, "window-loading"), f"Reading the retrain window under {source}") as report:
+    with progress_artifact(f"{spec.name}-window-loading", f"Reading the retrain window under {source}") as report:
         batch = batches.read_batch(source, spec.retrain_window, time_column, batches.rejected_by_manifest(), on_progress=report)
     if len(batch.sources) > 1:
         get_run_logger().info(

@@ -12,7 +12,7 @@ from leanops.scoring import ScoringResult
 from leanops.settings import get_settings
 from leanops.spec import Spec
 from tasks._policies import RETRY_IO
-from tasks._progress import artifact_key, progress_artifact
+from tasks._progress import progress_artifact
 
 
 @task(cache_policy=NO_CACHE, retries=0)
@@ -33,7 +33,7 @@ def score_batch(batch_uri: str, version: ModelVersionInfo, spec: Spec) -> Scorin
     # A version is scored as it was trained: its inputs and their contract, even after the spec changed.
     trained_spec = monitoring.as_trained(spec, registry.load_recorded_spec(version))
     model = registry.load_model(version)
-    with progress_artifact(artifact_key(spec.name, "scoring-progress"), f"Scoring {batch_uri} with v{version.version}") as report:
+    with progress_artifact(f"{spec.name}-scoring-progress", f"Scoring {batch_uri} with v{version.version}") as report:
         result = scoring.score_batch(batch_uri, model, spec.name, version.version, trained_spec,
                                      on_progress=lambda rows, share: report(share, f"{rows:,} rows scored"))
     create_markdown_artifact(key=f"{spec.name}-scoring-summary", markdown=result.summary_markdown(),

@@ -23,7 +23,7 @@ from leanops import study_log, tuning
 from leanops.results import FeatureSet, ParamsChoice, StudyPlan, TrialBatchResult, TuningResult
 from leanops.spec import Spec
 from tasks._policies import CACHED, RETRY_IO
-from tasks._progress import artifact_key, progress_artifact
+from tasks._progress import progress_artifact
 
 
 def _summary_markdown(result: TuningResult) -> str:
@@ -55,7 +55,7 @@ def _report(result: TuningResult) -> None:
 @task(**CACHED)
 def tune_params(features: FeatureSet, spec: Spec, storage: str | None = None, n_jobs: int = 1) -> TuningResult:
     study_name = tuning.study_name_for(spec, features.fingerprint)
-    with progress_artifact(artifact_key(spec.name, "tuning-progress"), f"Tuning study {study_name}") as report:
+    with progress_artifact(f"{spec.name}-tuning-progress", f"Tuning study {study_name}") as report:
         result = tuning.tune(
             features.X_train, features.y_train, features.X_valid, features.y_valid, spec,
             study_name=study_name, storage=storage, n_jobs=n_jobs, on_progress=report,
@@ -84,8 +84,7 @@ def run_trial_batch(
     threads_per_trial: int = 1,
 ) -> TrialBatchResult:
     """One worker's share of the plan (a Dask worker process runs one trial at a time)."""
-    key = artifact_key(spec.name, "tuning-progress", f"worker-{worker_index}")
-    with progress_artifact(key, f"Tuning study {plan.study_name}, worker {worker_index}") as report:
+    with progress_artifact(f"{spec.name}-tuning-progress-worker-{worker_index}", f"Tuning study {plan.study_name}, worker {worker_index}") as report:
         batch = tuning.run_trials(
             features.X_train, features.y_train, features.X_valid, features.y_valid, spec,
             study_name=plan.study_name,

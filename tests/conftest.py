@@ -258,17 +258,23 @@ def worker_env():
 
 
 @pytest.fixture(scope="module")
-def worker(deployed, specs_dir, fork_server, worker_env, settings):
+def paused_triggers():
+    """Deployments whose triggers the module's worker switches off first (a module overrides this)."""
+    return {"promote/on-new-challenger", "rollback/on-degraded"}
+
+
+@pytest.fixture(scope="module")
+def worker(deployed, specs_dir, fork_server, worker_env, paused_triggers, settings):
     """A real process worker on leanops-pool (1 s polls) starting runs through the fork server, finding
     specs by name in the module's own ``specs_dir`` fixture.
 
-    Promotion and rollback triggers are switched off first: each model these tests register would
-    otherwise start a promote run (their own tests cover them), costing a minute of a shared CPU."""
+    Promotion and rollback triggers are switched off first (``paused_triggers``): each model these tests
+    register would otherwise start a promote run (their own tests cover them), costing a minute of a shared CPU."""
     from infra import services, stack
     from support import api_call, automations_of
 
     api = settings.resolved_prefect_api_url
-    for name in {"promote/on-new-challenger", "rollback/on-degraded"} & deployed.keys():
+    for name in paused_triggers & deployed.keys():
         for automation in automations_of(api, deployed[name]):
             api_call(api, "PATCH", f"/automations/{automation['id']}", {"enabled": False})
     service = stack.worker(settings)

@@ -182,15 +182,9 @@ def specs_dir(stack, tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def week_worker(deployed, specs_dir, fork_server, settings):
-    """A process worker on leanops-pool running every run the three deployments' triggers create,
-    promotions included (the shared ``worker`` fixture switches promotion off)."""
-    from infra import services, stack
-
-    service = stack.worker(settings)
-    services.start(service, settings.home, extra_env={"LEANOPS_SPECS_DIR": str(specs_dir)})
-    yield service
-    services.stop(service, settings.home)
+def paused_triggers():
+    """None: the shared ``worker`` runs every run the three deployments' triggers create, promotions included."""
+    return set()
 
 
 # --- driving the week -----------------------------------------------------------------------------
@@ -222,7 +216,7 @@ def land(frames: dict[str, pd.DataFrame], names: list[str]) -> None:
 
 
 @pytest.mark.timeout(900)  # 4-6 min on this 2-core machine (250-340 s in three runs); a loaded one is slower
-def test_a_simulated_week_ends_in_exactly_the_expected_state(deployed, week_worker, specs_dir, s3_bridge, stack, settings, record):
+def test_a_simulated_week_ends_in_exactly_the_expected_state(deployed, worker, specs_dir, s3_bridge, stack, settings, record):
     from flows.reconcile import reconcile
     from flows.retrain import retrain
     from infra import services, stack as local_stack
