@@ -284,7 +284,9 @@ class ScheduleSpec(_Frozen):
     ``schedule/every-5-minutes``) starts the retrains that are due, so a new spec needs no deployment."""
 
     cron: str | None = "0 2 * * 0"
-    """Standard five-field cron (default: Sundays 02:00); null: no scheduled retrains."""
+    """Standard five-field cron; null: no scheduled retrains. A spec that leaves it out gets
+    :func:`default_cron` of its model's name (a Sunday minute between 00:00 and 05:59); this field's own
+    default only serves a ScheduleSpec built alone."""
     timezone: str = "UTC"
     """IANA zone the cron is read in (e.g. Europe/Paris: 02:00 there, daylight saving included)."""
 
@@ -307,6 +309,19 @@ class ScheduleSpec(_Frozen):
         return self
 
 
+DEFAULT_CRON_NIGHT_HOURS = 6
+
+
+def default_cron(model_name: str) -> str:
+    """The weekly cron of a spec without ``schedule.cron``: Sunday, at a minute of 00:00-05:59 fixed by the
+    model's name. One shared time (it was Sundays 02:00 for every model) starts every model's retrain at
+    once: at a hundred models that is a hundred runs queued behind two worker slots for hours, while the
+    other 167 hours of the week sit idle. A hash of the name spreads them and keeps each model's time stable."""
+    digest = hashlib.sha256(model_name.encode()).digest()
+    minute_of_night = int.from_bytes(digest[:4], "big") % (DEFAULT_CRON_NIGHT_HOURS * 60)
+    return f"{minute_of_night % 60} {minute_of_night // 60} * * 0"
+
+
 class Spec(_Frozen):
     # The name is also a Prefect artifact key and variable name and an MLflow model name: lowercase
     # letters, digits and dashes are the characters all of them accept.
@@ -327,6 +342,18 @@ class Spec(_Frozen):
     retrain_window: RetrainWindowSpec = RetrainWindowSpec()
     schedule: ScheduleSpec = ScheduleSpec()
     serving: ServingSpec = ServingSpec()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _spread_the_default_cron(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+            return data
+        schedule = data.get("schedule")
+        if schedule is None and "schedule" not in data:
+            schedule = {}
+        if isinstance(schedule, dict) and "cron" not in schedule:
+            return {**data, "schedule": {**schedule, "cron": default_cron(data["name"])}}
+        return data
 
     @model_validator(mode="after")
     def _check_consistency(self) -> "Spec":

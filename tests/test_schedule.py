@@ -10,10 +10,11 @@ import yaml
 from leanops import schedule
 from leanops.errors import SpecError
 from leanops.schedule import DueRetrain
-from leanops.spec import Spec, parse_spec
+from leanops.spec import Spec, default_cron, parse_spec
 from support import spec_copy
 
-SUNDAY_0203 = datetime(2026, 11, 29, 2, 3, tzinfo=timezone.utc)  # a Sunday
+SUNDAY = datetime(2026, 11, 29, tzinfo=timezone.utc)  # a Sunday, 00:00
+SUNDAY_0203 = SUNDAY.replace(hour=2, minute=3)
 HOUR = timedelta(minutes=60)
 
 
@@ -22,14 +23,33 @@ def spec_with(tmp_path, name: str, **schedule_fields) -> Spec:
     return parse_spec(yaml.safe_load(path.read_text()), str(path))
 
 
-def test_the_default_schedule_is_weekly_on_sunday_at_two_utc(tmp_path):
+def test_the_default_schedule_is_weekly_on_sunday_night_at_a_minute_of_the_model_s_own(tmp_path):
     spec = spec_with(tmp_path, "weekly")
+    due_at = SUNDAY.replace(hour=2, minute=29)  # default_cron("weekly")
 
-    assert schedule.due_retrains({"weekly": spec}, SUNDAY_0203, HOUR) == [
-        DueRetrain("weekly", "weekly", datetime(2026, 11, 29, 2, 0, tzinfo=timezone.utc))
-    ]
-    assert schedule.due_retrains({"weekly": spec}, SUNDAY_0203 + timedelta(hours=2), HOUR) == []
-    assert schedule.due_retrains({"weekly": spec}, SUNDAY_0203 + timedelta(days=1), HOUR) == []
+    assert spec.schedule.cron == default_cron("weekly") == "29 2 * * 0"
+    assert schedule.due_retrains({"weekly": spec}, due_at + timedelta(minutes=3), HOUR) == [DueRetrain("weekly", "weekly", due_at)]
+    assert schedule.due_retrains({"weekly": spec}, due_at - timedelta(minutes=1), HOUR) == []
+    assert schedule.due_retrains({"weekly": spec}, due_at + timedelta(hours=2), HOUR) == []
+    assert schedule.due_retrains({"weekly": spec}, due_at + timedelta(days=1), HOUR) == []
+
+
+def test_a_hundred_models_with_the_default_schedule_do_not_all_retrain_at_once(tmp_path):
+    """With one shared default time a hundred retrains queued at once behind two worker slots; the default
+    spreads them over Sunday 00:00-05:59 by the model's name, the same time on every load."""
+    specs = {f"m{m:03d}": spec_with(tmp_path, f"m{m:03d}") for m in range(100)}
+    times = [schedule.last_fire_time(spec.schedule, SUNDAY.replace(hour=23)) for spec in specs.values()]
+
+    assert all(SUNDAY <= at < SUNDAY.replace(hour=6) for at in times)
+    per_hour = [sum(at.hour == hour for at in times) for hour in range(6)]
+    assert max(per_hour) <= 30, per_hour  # ~17 an hour; one shared time would put all 100 in one hour
+    assert max(times.count(at) for at in times) <= 4
+    assert [spec_with(tmp_path, name).schedule.cron for name in specs] == [spec.schedule.cron for spec in specs.values()]
+
+
+def test_a_cron_written_in_the_spec_is_kept(tmp_path):
+    assert spec_with(tmp_path, "sunday-two", cron="0 2 * * 0").schedule.cron == "0 2 * * 0"
+    assert spec_with(tmp_path, "no-schedule", cron=None).schedule.cron is None
 
 
 def test_a_due_time_is_due_exactly_at_its_minute_and_until_the_lookback_ends(tmp_path):
@@ -44,7 +64,7 @@ def test_a_due_time_is_due_exactly_at_its_minute_and_until_the_lookback_ends(tmp
 def test_passes_that_see_the_same_due_time_name_the_same_retrain(tmp_path):
     """The scheduler runs every few minutes: each pass within the lookback sees the same due time, and the
     same idempotency key makes Prefect return the run already created instead of starting a second."""
-    spec = spec_with(tmp_path, "weekly")
+    spec = spec_with(tmp_path, "weekly", cron="0 2 * * 0")
 
     passes = [schedule.due_retrains({"weekly": spec}, SUNDAY_0203 + timedelta(minutes=m), HOUR) for m in (0, 5, 10, 55)]
 
@@ -88,7 +108,7 @@ def test_a_hundred_models_each_on_its_own_cron(tmp_path):
 
 
 def test_retired_models_are_left_out_and_listed(tmp_path):
-    specs = {name: spec_with(tmp_path, name) for name in ("active", "retired")}
+    specs = {name: spec_with(tmp_path, name, cron="0 2 * * 0") for name in ("active", "retired")}
     due = schedule.due_retrains(specs, SUNDAY_0203, HOUR)
 
     plan = schedule.plan(due, {"retired"}, {})
