@@ -44,15 +44,16 @@ def retrain(
     model_spec = load_model_spec(spec)
     if reason != "manual" and is_model_retired(model_spec):
         return None
-    if not claim_retrain(model_spec, reason).allowed:
-        return None
     tuned = model_spec.tuning.enabled if tune is None else tune
     champion = find_champion(model_spec)
-    # Cache hits are decided on keys: an unchanged batch already trained on is not read at all.
+    # Cache hits are decided on keys: an unchanged batch already trained on is not read at all. A hit
+    # trains nothing, so it neither claims nor uses up the cooldown, which bounds how often a model trains.
     earlier = find_registered_retrain(identify_batch(batch_uri, model_spec), model_spec, tuned)
     if earlier is not None:
         check_training_size(earlier.train_rows, champion, allow_small)
         return earlier
+    if not claim_retrain(model_spec, reason).allowed:
+        return None
     tuning = None
     if model_spec.model.engine == "dask":
         # Read, validated, split and trained on the cluster: what comes back is evaluated and registered as below.

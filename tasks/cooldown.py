@@ -90,6 +90,11 @@ def claim_retrain(spec: Spec, reason: str) -> RetrainGate:
 
 def settle_claim(model_name: str, run_id: str, succeeded: bool) -> CooldownRecord:
     """The run's claim becomes the last retrain (success) or is given back (failure)."""
+    unlocked = _read(model_name)
+    if run_id not in unlocked.running:
+        # Only the run itself adds its claim, and it has ended: a run that claimed nothing (a cache hit, a
+        # refused claim, a retired model) has nothing to settle and takes no lock.
+        return unlocked
     with model_lock(model_name, "retrain-cooldown"):
         record = _read(model_name)
         settled = record.succeeded(run_id) if succeeded else record.released(run_id)

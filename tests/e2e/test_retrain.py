@@ -74,6 +74,23 @@ def test_second_run_on_the_same_data_reads_nothing_and_registers_nothing(trained
     assert not {"load_batch", "validate_batch", "build_features", "fit_model", "evaluate_model", "register_model"} & states.keys(), states
 
 
+def test_a_rerun_that_trains_nothing_leaves_the_cooldown_alone(trained, stack):
+    """The cooldown bounds how often a model trains: a cache hit claims nothing (no lock taken, no task run
+    of the claim), does not restart the cooldown, and a drift retrain of data already trained on answers
+    with the registered version even inside the cooldown."""
+    from flows.retrain import retrain
+    from tasks.cooldown import cooldown_record
+
+    before = cooldown_record("retrain-e2e")
+    assert before.last_retrain_at is not None and not before.running  # the first run counted
+    state = retrain(spec=str(trained["spec_path"]), batch_uri=trained["uri"], reason="drift", return_state=True)
+
+    assert state.result().version == trained["result"].version and not state.result().created
+    states = task_run_states(stack.resolved_prefect_api_url, state.state_details.flow_run_id, expect=("find_registered_retrain",))
+    assert "claim_retrain" not in states, states
+    assert cooldown_record("retrain-e2e") == before
+
+
 def test_the_same_content_under_a_new_identity_is_read_and_its_stages_come_from_the_cache(trained, stack, tmp_path):
     from flows.retrain import retrain
 
