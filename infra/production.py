@@ -251,6 +251,7 @@ def mlflow_auth_config(settings: Settings) -> Path:
         f"database_uri = {settings.database_url('mlflow_auth').replace('%', '%%')}\n"
         f"admin_username = {settings.mlflow_username}\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        f"auth_cache_ttl_seconds = {settings.mlflow_auth_cache_seconds}\n"
     )
     path.chmod(0o600)  # the database URL may carry a password
     return path

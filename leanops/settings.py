@@ -136,6 +136,11 @@ class Settings(BaseSettings):
     # MLflow's basic-auth app: the admin account it creates on first start, which leanops' clients use.
     mlflow_username: str = "admin"
     mlflow_password: SecretStr | None = None
+    # How long MLflow's basic-auth app keeps a verified (user, password) in memory (its auth_cache_ttl_seconds):
+    # without it every request pays the password hash, ~126 ms of CPU with werkzeug's scrypt here, and the
+    # MLflow server was the busiest process of the 25-model simulation. A changed or deleted account may
+    # still pass on another server process for this long; 0 checks every request.
+    mlflow_auth_cache_seconds: int = Field(default=60, ge=0)
     # Signs MLflow's UI sessions (Flask); a fresh random one per start when unset.
     mlflow_flask_secret_key: SecretStr | None = None
     # Alert de-duplication and Slack thread state: a local JSON file (default) or s3://bucket/key.

@@ -88,3 +88,19 @@ def test_prefect_migrates_unless_its_database_was_just_copied_from_the_migrated_
     # One template per Prefect + MLflow version pair, shared by every prefix on the server.
     assert production.template_name("prefect").startswith("leanops_template_prefect_")
     assert production.template_name("prefect") != production.template_name("mlflow")
+
+
+@pytest.mark.parametrize("cache_seconds", [60, 0])
+def test_mlflow_reads_its_auth_config_with_the_credential_cache(tmp_path, monkeypatch, cache_seconds):
+    """MLflow's own parser reads the file the stack writes: the user store (a URL whose password may hold
+    '%') and how long a verified credential is kept instead of hashing the password on every request."""
+    from mlflow.server.auth.config import read_auth_config
+
+    settings = prod(tmp_path, mlflow_auth_cache_seconds=cache_seconds, postgres_url="postgresql://leanops:p%40ss@db:5432")
+    monkeypatch.setenv("MLFLOW_AUTH_CONFIG_PATH", str(production.mlflow_auth_config(settings)))
+    monkeypatch.setenv("MLFLOW_AUTH_ADMIN_PASSWORD", "mlflow-pw")
+
+    config = read_auth_config()
+    assert config.auth_cache_ttl_seconds == cache_seconds
+    assert config.database_uri == "postgresql://leanops:p%40ss@db:5432/team_a_mlflow_auth"
+    assert config.default_permission == "NO_PERMISSIONS" and config.admin_username == "admin"
