@@ -62,6 +62,7 @@ bench: stack-up
 	$(BIN)/python bench/bench_bridge.py
 	$(BIN)/python bench/drift_lever.py
 	$(BIN)/python bench/bench_serving.py
+	$(BIN)/python bench/bench_mlflow_auth.py
 
 # The fast-time simulation (sim/): its own production-profile stack, started and dropped by the command.
 # MODELS is a ladder (e.g. 25,50,100); each step stops early when drift checks pile up.
