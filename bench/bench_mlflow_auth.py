@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import secrets
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,14 +29,9 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.bench_serving import free_port, uptime  # noqa: E402
 from infra import production, services  # noqa: E402
 from leanops.settings import Settings  # noqa: E402
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -57,7 +50,7 @@ def one_round(cache_seconds: int, requests: int, run_id: str) -> dict[str, float
     home = Path(tempfile.mkdtemp(prefix="leanops-bench-mlflow-auth-"))
     settings = Settings(
         profile="production", home=home, database_prefix=f"leanops_bench_auth_{run_id}",
-        mlflow_password=f"mlflow-{secrets.token_hex(8)}", mlflow_port=_free_port(),
+        mlflow_password=f"mlflow-{secrets.token_hex(8)}", mlflow_port=free_port(),
         mlflow_auth_cache_seconds=cache_seconds, mlflow_tracking_uri=None,
     )
     production.ensure_databases(settings)
@@ -85,10 +78,6 @@ def one_round(cache_seconds: int, requests: int, run_id: str) -> dict[str, float
     finally:
         services.stop(service, home)
         production.drop_databases(settings)
-
-
-def uptime() -> str:
-    return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
 
 
 def main() -> None:

@@ -348,9 +348,7 @@ class Spec(_Frozen):
     def _spread_the_default_cron(cls, data: Any) -> Any:
         if not isinstance(data, dict) or not isinstance(data.get("name"), str):
             return data
-        schedule = data.get("schedule")
-        if schedule is None and "schedule" not in data:
-            schedule = {}
+        schedule = data.get("schedule", {})
         if isinstance(schedule, dict) and "cron" not in schedule:
             return {**data, "schedule": {**schedule, "cron": default_cron(data["name"])}}
         return data
