@@ -5,6 +5,7 @@
     python -m forkserver_target prefect-api-url      the API URL Prefect's settings resolve to
     python -m forkserver_target specs-dir            the specs folder leanops' settings resolve to
     python -m forkserver_target random               a draw from random's and numpy's global generators
+    python -m forkserver_target frozen               how many objects the garbage collector leaves alone
 """
 
 import json
@@ -29,6 +30,10 @@ def main() -> None:
         from prefect.settings import get_current_settings
 
         print(get_current_settings().api.url)
+    if action == "frozen":
+        import gc
+
+        print(gc.get_freeze_count())
     if action == "random":
         import random
 

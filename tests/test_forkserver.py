@@ -207,6 +207,21 @@ def test_each_run_draws_its_own_random_numbers_as_a_new_process_would():
     assert len({numpy for _, numpy in draws}) == 3, draws
 
 
+def test_a_run_leaves_the_preloaded_libraries_out_of_its_garbage_collections():
+    """A flow run allocates heavily (frames, reports): its collections must not walk every object the
+    server preloaded, or each costs a walk of hundreds of thousands of objects (0.41 s vs 0.065 s to make
+    one boto3 client, measured)."""
+    started = Server(preload=["pandas", TARGET])
+    try:
+        frozen = int(run_client(started.socket, "frozen").stdout)
+        cold = int(run_client(started.folder / "nobody.sock", "frozen").stdout)
+    finally:
+        started.stop()
+
+    assert cold == 0
+    assert frozen > 50_000  # pandas and what it imports: ~100,000 objects here
+
+
 def test_a_socket_path_too_long_for_unix_sockets_is_a_clear_error():
     with pytest.raises(ValueError, match="LEANOPS_FORK_SERVER_SOCKET to a shorter path"):
         ForkServer(Path("/tmp") / ("x" * 120) / "s.sock").serve()
