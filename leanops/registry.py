@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from leanops.errors import ModelNotFound, NoChampion
-from leanops.local_cache import fetch_once
+from leanops.local_cache import CacheLimits, PruneResult, prune, use_once_fetched
 from leanops.mlflow_access import activate, client, is_absent, speaks_to_mlflow
 from leanops.results import retrain_key_tag
 from leanops.settings import Settings, get_settings
@@ -168,6 +168,20 @@ def _artifact_cache(settings: Settings | None) -> Path:
     return (settings or get_settings()).home / "cache" / "mlflow-artifacts"
 
 
+def _cache_limits(settings: Settings | None) -> CacheLimits:
+    settings = settings or get_settings()
+    return CacheLimits(int(settings.artifact_cache_max_mb * 1024 * 1024), settings.artifact_cache_keep_days)
+
+
+def prune_artifact_cache(max_mb: float | None = None, keep_days: float | None = None, dry_run: bool = False,
+                         settings: Settings | None = None) -> PruneResult:
+    """Prune this machine's copies of registered versions' artifacts (default limits: the settings)."""
+    limits = _cache_limits(settings)
+    limits = CacheLimits(limits.max_bytes if max_mb is None else int(max_mb * 1024 * 1024),
+                         limits.keep_days if keep_days is None else keep_days)
+    return prune(_artifact_cache(settings), limits, dry_run=dry_run)
+
+
 @speaks_to_mlflow
 def load_model(info: ModelVersionInfo, settings: Settings | None = None) -> Any:
     """The version's fitted pipeline, from this machine's copy of its artifacts (fetched once: a registered
@@ -176,9 +190,11 @@ def load_model(info: ModelVersionInfo, settings: Settings | None = None) -> Any:
     import mlflow.artifacts
 
     activate(settings)
-    local = fetch_once(_artifact_cache(settings), f"model {info.source or info.model_uri}",
-                       lambda folder: Path(mlflow.artifacts.download_artifacts(artifact_uri=info.model_uri, dst_path=str(folder))))
-    return mlflow.sklearn.load_model(str(local))
+    return use_once_fetched(
+        _artifact_cache(settings), f"model {info.source or info.model_uri}",
+        lambda folder: Path(mlflow.artifacts.download_artifacts(artifact_uri=info.model_uri, dst_path=str(folder))),
+        lambda local: mlflow.sklearn.load_model(str(local)), _cache_limits(settings),
+    )
 
 
 @speaks_to_mlflow
@@ -188,9 +204,11 @@ def _read_artifact(run_id: str, artifact: str, read, settings: Settings | None =
     import mlflow.artifacts
 
     activate(settings)
-    local = fetch_once(_artifact_cache(settings), f"run {run_id} {artifact}",
-                       lambda folder: Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact, dst_path=str(folder))))
-    return read(local)
+    return use_once_fetched(
+        _artifact_cache(settings), f"run {run_id} {artifact}",
+        lambda folder: Path(mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=artifact, dst_path=str(folder))),
+        read, _cache_limits(settings),
+    )
 
 
 def load_reference_sample(info: ModelVersionInfo, settings: Settings | None = None) -> pd.DataFrame:

@@ -141,6 +141,12 @@ class Settings(BaseSettings):
     # MLflow server was the busiest process of the 25-model simulation. A changed or deleted account may
     # still pass on another server process for this long; 0 checks every request.
     mlflow_auth_cache_seconds: int = Field(default=60, ge=0)
+    # Each machine keeps the registered versions' artifacts it has read (<home>/cache/mlflow-artifacts/):
+    # a version unused this many days goes, then the least recently used while the total is over the cap.
+    # Size the cap above the working set (models a worker checks x one version's artifacts), or every
+    # check downloads its champion again; `leanops cache prune` prunes by hand.
+    artifact_cache_max_mb: float = Field(default=5_000.0, gt=0)
+    artifact_cache_keep_days: float = Field(default=7.0, gt=0)
     # Signs MLflow's UI sessions (Flask); a fresh random one per start when unset.
     mlflow_flask_secret_key: SecretStr | None = None
     # Alert de-duplication and Slack thread state: a local JSON file (default) or s3://bucket/key.

@@ -1,5 +1,5 @@
 """Diagnosis and recovery commands of docs/runbook.md: ``leanops doctor``, ``leanops recheck``,
-``leanops dlq list | redrive | drop``, ``leanops mark-crashed`` and ``leanops slack-check``."""
+``leanops dlq list | redrive | drop``, ``leanops mark-crashed``, ``leanops slack-check`` and ``leanops cache prune``."""
 
 from __future__ import annotations
 
@@ -178,3 +178,35 @@ def doctor(
 
     answer({"ok": diagnosis.ok, "checks": diagnosis.checks}, as_json, show)
     raise typer.Exit(0 if diagnosis.ok else 1)
+
+
+cache = typer.Typer(
+    name="cache", no_args_is_help=True, rich_markup_mode="markdown",
+    help="This machine's copies of registered versions' artifacts (<home>/cache/mlflow-artifacts/).\n\n"
+    "Example: leanops cache prune --dry-run",
+)
+
+
+@cache.command("prune")
+def cache_prune(
+    max_mb: Optional[float] = typer.Option(None, "--max-mb", min=0, help="Total size to keep under (default: LEANOPS_ARTIFACT_CACHE_MAX_MB)."),
+    keep_days: Optional[float] = typer.Option(None, "--keep-days", min=0, help="Remove what was unused this long (default: LEANOPS_ARTIFACT_CACHE_KEEP_DAYS)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List what would be removed; remove nothing."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Remove cached artifacts unused for --keep-days, then the least recently used while the total is over
+    --max-mb; what was used in the last 10 minutes stays. Every download prunes by the settings already:
+    run this to free space at once, e.g. after lowering the limits. A removed copy is fetched again from
+    MLflow when next needed.
+
+    Example:
+
+        leanops cache prune --max-mb 2000
+    """
+    from leanops import registry
+
+    result = attempt(lambda: registry.prune_artifact_cache(max_mb, keep_days, dry_run), as_json)
+    verb = "would remove" if dry_run else "removed"
+    answer(result, as_json, lambda: console.print(
+        f"{verb} {len(result.removed)} cached artifact(s), {result.freed_bytes / 1e6:.1f} MB, from {result.root}; "
+        f"{result.kept} kept ({result.kept_bytes / 1e6:.1f} MB)", highlight=False))

@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from leanops import datasets, drift, monitoring, registry, storage
+from leanops.local_cache import entry, use_once_fetched
 from reliability.faults import processed_mark
 from support import spec_copy, wait_for, wait_for_events
 
@@ -47,6 +48,7 @@ COVERED = {
     "df -h": "test_old_cached_results_are_deleted_on_a_full_disk",
     "du -sh": "test_old_cached_results_are_deleted_on_a_full_disk",
     "find ": "test_old_cached_results_are_deleted_on_a_full_disk",
+    "leanops cache prune": "test_old_cached_results_are_deleted_on_a_full_disk",
     "leanops slack-check": "test_an_expired_slack_token_is_replaced",
     "grep -v '^LEANOPS_SLACK_TOKEN=' .env": "test_an_expired_slack_token_is_replaced",
     "leanops dlq ": "test_dead_letters_are_listed_redriven_and_dropped",
@@ -347,6 +349,10 @@ def test_old_cached_results_are_deleted_on_a_full_disk(tmp_path):
     recent.write_bytes(b"y" * 1000)
     month_and_more = time.time() - 40 * 86400
     os.utime(old, (month_and_more, month_and_more))
+    artifacts = home / "cache" / "mlflow-artifacts"
+    use_once_fetched(artifacts, "run r1 model", lambda folder: write_bytes(folder / "model.ubj", 600 * 2**20), lambda path: path)
+    yesterday = time.time() - 86400
+    os.utime(entry(artifacts, "run r1 model"), (yesterday, yesterday))
 
     (df,) = doc_commands("df -h")
     (du,) = doc_commands("du -sh")
@@ -355,6 +361,15 @@ def test_old_cached_results_are_deleted_on_a_full_disk(tmp_path):
     assert "prefect-results" in ok(du, LEANOPS_HOME=str(home))
     ok(find, LEANOPS_HOME=str(home))
     assert not old.exists() and recent.exists()
+    (prune,) = doc_commands("leanops cache prune")
+    assert "removed 1 cached artifact(s)" in ok(prune, LEANOPS_HOME=str(home))
+    assert not entry(artifacts, "run r1 model").exists()
+
+
+def write_bytes(path: Path, size: int) -> Path:
+    with path.open("wb") as file:
+        file.truncate(size)  # sparse: the cache counts its bytes, the disk holds none
+    return path
 
 
 def test_an_expired_slack_token_is_replaced(slack, tmp_path):
