@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup checkov-setup checkov demo test test-fast stack-up stack-down stack-status bench sim clean
+.PHONY: setup checkov-setup checkov demo test test-fast soak stack-up stack-down stack-status bench sim clean
 
 # Installs the exact versions of uv.lock (the ones the tests pass with), the project itself editable.
 # pyproject.toml keeps ranges for those who install leanops as a library; after changing them, run
@@ -40,6 +40,12 @@ demo: setup
 # of ~30 in one process.
 test: setup checkov-setup
 	$(BIN)/python -m pytest -n 2 --dist loadfile
+
+# Every e2e test COUNT times in a row, a whole CI-like session a round, until one fails; prints each test's
+# streak (tests/reliability/soak.py). About 20 minutes a round here: COUNT=20 takes hours.
+COUNT ?= 20
+soak: setup checkov-setup
+	$(BIN)/python tests/reliability/soak.py --count $(COUNT)
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not e2e"
