@@ -47,6 +47,7 @@ class Step:
     compression: plan.Compression | None = None
     started: float = 0.0
     ended: float = 0.0
+    first_hour: int = 0  # the simulated clock runs on across steps: hour keys are never landed twice
     hours_reached: int = 0
     landed: dict[str, float] = field(default_factory=dict)  # key -> put time
     weekly_runs: int = 0
@@ -118,12 +119,14 @@ class Simulation:
     # --- a step of the ladder ----------------------------------------------------------------------------
 
     def calibrate(self, step: Step) -> plan.Compression:
-        """K batches landed at once on K models (hour 0 of the run), timed from the puts to the last
-        completed check: the cost of a drift check on this machine now, both workers busy."""
+        """K batches landed at once on K models (the step's first simulated hour), timed from the puts to
+        the last completed check: the cost of a drift check on this machine now, both workers busy. A batch
+        landed again under a key already checked would be dropped as a duplicate, rightly: so never hour 0
+        of an earlier step."""
         k = min(step.n_models, 6)
         since = time.time()
         started = time.monotonic()
-        list(self.putter.map(lambda i: self.put(step, i, 0), range(k)))
+        list(self.putter.map(lambda i: self.put(step, i, step.first_hour), range(k)))
         deadline = started + 600
         while self.count(DRIFT, measure.TERMINAL, since) < k:
             if time.monotonic() > deadline:
@@ -144,7 +147,7 @@ class Simulation:
         budget_end = time.monotonic() + self.args.max_minutes * 60
         next_poll = time.monotonic() + POLL_SECONDS
         pending = []
-        for landing in plan.landings(step.n_models, self.total_hours, clock.compression, first_hour=1):
+        for landing in plan.landings(step.n_models, self.total_hours, clock.compression, first_hour=step.first_hour + 1):
             due = clock.real_start + landing.real_offset
             if due - time.time() > budget_end - time.monotonic():
                 step.stop_reason = f"wall-time budget of {self.args.max_minutes:g} min reached before simulated hour {landing.hour}"
@@ -194,8 +197,8 @@ class Simulation:
             time.sleep(1)  # polling the API for runs to end
         say(f"  drain: gave up after {timeout:.0f} s ({self.outstanding(step)} checks outstanding)")
 
-    def run_step(self, n_models: int, first_new: int) -> Step:
-        step = Step(n_models)
+    def run_step(self, n_models: int, first_new: int, first_hour: int) -> Step:
+        step = Step(n_models, first_hour=first_hour, hours_reached=first_hour)
         self.write_specs(n_models, cooldown_real_minutes=1.0)
         self.register_first_champions(first_new, n_models)
         sizes_before, runs_before = measure.database_sizes(self.settings), len(measure.flow_runs_since(self.api, iso(0)))
@@ -208,7 +211,8 @@ class Simulation:
         say(f"  compression x{step.compression.value:.0f}: {step.compression.reason}")
         say(f"  cooldown {SIM_COOLDOWN_MINUTES:g} simulated min = {SIM_COOLDOWN_MINUTES / step.compression.value:.2f} real min; "
             f"retrain/on-drift window 60 real s = {60 * step.compression.value / 3600:.1f} simulated h")
-        clock = plan.SimClock(time.time(), step.compression.value)
+        # Hour first_hour is now: the calendar goes on from where the last step stopped.
+        clock = plan.SimClock(time.time() - step.first_hour * 3600.0 / step.compression.value, step.compression.value)
         self.drive(step, clock)
         say(f"  {step.stop_reason}; draining")
         self.drain(step, timeout=self.args.drain_seconds)
@@ -252,16 +256,17 @@ class Simulation:
         latency = [x for x in self.sampler.api_latency if x != float("inf")]
         failed_calls = len(self.sampler.api_latency) - len(latency)
         per_hour = lambda state: f"{states.get(state, 0) / real_hours:.0f}/h ({states.get(state, 0)})" if real_hours else "-"  # noqa: E731
+        span_hours = step.hours_reached - step.first_hour + 1
         rows = [
             ("models", f"{step.n_models} ({', '.join(f'{n} {k}' for k, n in self.kinds(step.n_models).items())})"),
             ("compression", f"x{step.compression.value:.0f}: {step.compression.reason}"),
-            ("simulated span", f"{step.hours_reached + 1} h of {self.total_hours} h ({(step.hours_reached + 1) / 24:.2f} days) in {(step.ended - step.started) / 60:.1f} real min"),
+            ("simulated span", f"hours {step.first_hour}-{step.hours_reached} of {self.total_hours}: {span_hours} h ({span_hours / 24:.2f} days) in {(step.ended - step.started) / 60:.1f} real min"),
             ("ended", step.stop_reason),
             ("batches landed", f"{len(step.landed)}; weekly retrain runs created {step.weekly_runs}"),
             ("flow runs by deployment", ", ".join(f"{k} {v}" for k, v in sorted(per_deployment.items()))),
             ("flow runs per real hour", f"completed {per_hour('COMPLETED')}, failed {per_hour('FAILED')}, crashed {per_hour('CRASHED')}, "
                                         f"cancelled {per_hour('CANCELLED')}, not ended {sum(v for k, v in states.items() if k not in measure.TERMINAL)}"),
-            ("flow runs per simulated day", f"{len(runs) / max(1e-9, (step.hours_reached + 1) / 24):.0f}"),
+            ("flow runs per simulated day", f"{len(runs) / max(1e-9, span_hours / 24):.0f}"),
             ("scheduling lag expected->Running", f"all runs {plan.spread(list(lags.values()))}; drift checks {plan.spread(check_lags)} "
                                                  "(retrains also wait for a slot of their deployment's concurrency limit, prefect.yaml)"),
             ("S3 put -> run created", plan.spread(put_lag)),
@@ -280,7 +285,7 @@ class Simulation:
             ("backlog / bottleneck", step.bottleneck),
         ] + [("measurement failed", error) for error in self.errors]
         self.errors.clear()
-        say(f"\n== {step.n_models} models  (load {os.getloadavg()[0]:.1f}, figures taken on a shared, loaded machine) ==")
+        say(f"\n== {step.n_models} models  (load {os.getloadavg()[0]:.1f} as the step ends, the simulation's own work included) ==")
         say(plan.table(rows))
 
     def kinds(self, n_models: int) -> dict[str, int]:
@@ -308,11 +313,11 @@ class Simulation:
             self.pools = world.Pools.load()
             self.sampler = measure.Sampler(self.settings)
             self.sampler.start()
-            first_new = 0
+            first_new = first_hour = 0
             for n_models in ladder:
                 say(f"\n-- step: {n_models} models --")
-                step = self.run_step(n_models, first_new)
-                first_new = n_models
+                step = self.run_step(n_models, first_new, first_hour)
+                first_new, first_hour = n_models, step.hours_reached + 1
                 if step.stop_reason.startswith("backlog"):
                     say(f"\nladder stopped at {n_models} models: {step.stop_reason}; bottleneck: {step.bottleneck}")
                     break
