@@ -203,6 +203,7 @@ class Simulation:
         self.register_first_champions(first_new, n_models)
         sizes_before, runs_before = measure.database_sizes(self.settings), len(measure.flow_runs_since(self.api, iso(0)))
         step.started = time.time()
+        self.sampler.restart_figures()
         if self.args.compression:
             step.compression = plan.Compression(self.args.compression, 0.0, 0.0, "given with --compression")
         else:

@@ -104,6 +104,13 @@ class Sampler(threading.Thread):
             self._sample_resources()
             self._sample_api()
 
+    def restart_figures(self) -> None:
+        """Forget what was sampled so far: a step's table covers that step's calibration, driving and drain,
+        not the steps before it or its own first champions."""
+        self.usage = defaultdict(Usage)  # replaced, not cleared: the sampling thread may be appending
+        self.machine_busy = []
+        self.api_latency = []
+
     def stop(self) -> None:
         self.stopping.set()
         self.join(timeout=30)
