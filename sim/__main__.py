@@ -12,6 +12,7 @@ How schedules, cooldowns and trigger windows follow the simulated clock: sim/pla
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import secrets
 import sys
@@ -210,6 +211,10 @@ class Simulation:
             step.compression = self.calibrate(step)
         self.write_specs(n_models, cooldown_real_minutes=SIM_COOLDOWN_MINUTES / step.compression.value)
         say(f"  compression x{step.compression.value:.0f}: {step.compression.reason}")
+        simulated_hours = self.args.max_minutes * 60 * step.compression.value / 3600
+        if simulated_hours < 3:
+            say(f"  note: --max-minutes {self.args.max_minutes:g} drives {simulated_hours:.1f} simulated hours at this compression; "
+                f"a sustained rate needs a few (--max-minutes {math.ceil(3 * 60 / step.compression.value)} for three)")
         say(f"  cooldown {SIM_COOLDOWN_MINUTES:g} simulated min = {SIM_COOLDOWN_MINUTES / step.compression.value:.2f} real min; "
             f"retrain/on-drift window 60 real s = {60 * step.compression.value / 3600:.1f} simulated h")
         # Hour first_hour is now: the calendar goes on from where the last step stopped.
