@@ -3,10 +3,12 @@ holding the Evidently report and the check's scores, found again by its batch.""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from typing import Any, NamedTuple
 
 from leanops import tracking
-from leanops.settings import Settings
+from leanops.settings import Settings, get_settings
 
 REPORT_HTML_ARTIFACT = "drift/report.html"
 REPORT_JSON_ARTIFACT = "drift/report.json"
@@ -15,6 +17,12 @@ REPORT_ERROR_TAG = "leanops.report_error"
 
 def _monitoring_experiment(model: str) -> str:
     return f"leanops/{model}/monitoring"
+
+
+_EVERY_MONITORING_EXPERIMENT = "leanops/%/monitoring"
+# A check's run stays RUNNING from its verdict until its report is attached (seconds to minutes); one
+# still RUNNING after this long belongs to a process that died, and is pruned like any other.
+_IN_FLIGHT_HOURS = 24
 
 
 class DriftCheckRun(NamedTuple):
@@ -85,3 +93,33 @@ def drift_check_metrics(model: str, batch_uri: str, settings: Settings | None = 
         ["attributes.start_time DESC"], max_results=1, settings=settings,
     )
     return runs[0].metrics if runs else {}
+
+
+@dataclass(frozen=True)
+class PrunedReports:
+    cutoff: str
+    """ISO time: checks started before it were deleted."""
+    deleted: tuple[str, ...]
+    """``<experiment>/<run id>`` of each check deleted (or that would be, on a dry run)."""
+    kept_in_flight: int
+    """Old checks still RUNNING within the last day: their report may still be coming."""
+    dry_run: bool
+
+
+def prune_reports(older_than_days: float | None = None, dry_run: bool = False, now: datetime | None = None,
+                  settings: Settings | None = None) -> PrunedReports:
+    """Delete every model's drift-check runs (reports and scores) started before the retention window
+    (``drift_report_retention_days``). The drift decisions do not read them: persistence and cooldowns
+    have their own records. MLflow keeps a deleted run's rows until ``mlflow gc``."""
+    settings = settings or get_settings()
+    days = settings.drift_report_retention_days if older_than_days is None else older_than_days
+    now = now or datetime.now(timezone.utc)
+    cutoff = now - timedelta(days=days)
+    in_flight_since = int((now - timedelta(hours=_IN_FLIGHT_HOURS)).timestamp() * 1000)
+    old = tracking.runs_started_before(_EVERY_MONITORING_EXPERIMENT, int(cutoff.timestamp() * 1000), settings)
+    in_flight = [r for r in old if r.status == "RUNNING" and r.start_time_ms >= in_flight_since]
+    doomed = [r for r in old if r not in in_flight]
+    if not dry_run:
+        for run in doomed:
+            tracking.delete_run(run.run_id, settings)
+    return PrunedReports(cutoff.isoformat(), tuple(f"{r.experiment}/{r.run_id}" for r in doomed), len(in_flight), dry_run)

@@ -103,6 +103,9 @@ class Settings(BaseSettings):
     prediction_log_root: str | None = None
     prediction_log_retention_days: float = Field(default=30.0, gt=0)
     prediction_log_flush_seconds: float = 60.0
+    # Each drift check's MLflow run (its Evidently report and scores) is kept this many days, then
+    # `leanops drift prune` deletes it.
+    drift_report_retention_days: float = Field(default=90.0, gt=0)
     # Rows a log keeps in memory per stream while the store cannot be written (newest kept, the rest
     # dropped and counted); the sample stream keeps at least two of its batches.
     prediction_log_max_rows: int = 5000

@@ -22,6 +22,7 @@ from leanops.settings import Settings
 # leanops.features.SpecFeatures; each version's MLmodel keeps its own list, so they still load.
 XGBOOST_TYPES = ["xgboost.sklearn.XGBClassifier", "xgboost.sklearn.XGBRegressor", "xgboost.core.Booster"]
 _BATCH = 1000  # MLflow's log_batch limit on metrics per call
+_EXPERIMENTS_PER_SEARCH = 100  # experiment ids per search_runs request, to keep its query bounded
 
 
 class StartedRun(NamedTuple):
@@ -104,6 +105,55 @@ def log_dict(run_id: str, content: dict, artifact: str, settings: Settings | Non
 def log_folder(run_id: str, folder: Path, settings: Settings | None = None) -> None:
     """Every file under ``folder`` as the run's artifacts, at the same relative paths."""
     client(settings).log_artifacts(run_id, str(folder))
+
+
+class DatedRun(NamedTuple):
+    run_id: str
+    experiment: str
+    start_time_ms: int
+    status: str
+
+
+@speaks_to_mlflow
+def runs_started_before(experiment_like: str, cutoff_ms: int, settings: Settings | None = None) -> list[DatedRun]:
+    """Every run (not yet deleted) started before ``cutoff_ms`` in the experiments whose names match the
+    SQL LIKE pattern ``experiment_like``, all pages of both searches."""
+    mlflow_client = client(settings)
+    experiments: dict[str, str] = {}
+    page_token = None
+    while True:
+        page = mlflow_client.search_experiments(filter_string=f"name LIKE '{experiment_like}'", page_token=page_token)
+        experiments.update((e.experiment_id, e.name) for e in page)
+        page_token = page.token
+        if not page_token:
+            break
+    found: list[DatedRun] = []
+    ids = sorted(experiments)
+    for start in range(0, len(ids), _EXPERIMENTS_PER_SEARCH):
+        page_token = None
+        while True:
+            page = mlflow_client.search_runs(
+                ids[start : start + _EXPERIMENTS_PER_SEARCH], filter_string=f"attributes.start_time < {int(cutoff_ms)}",
+                max_results=1000, page_token=page_token,
+            )
+            found.extend(DatedRun(r.info.run_id, experiments[r.info.experiment_id], r.info.start_time, r.info.status) for r in page)
+            page_token = page.token
+            if not page_token:
+                break
+    return found
+
+
+@speaks_to_mlflow
+def delete_run(run_id: str, settings: Settings | None = None) -> None:
+    """The run's artifacts, then the run itself. MLflow's API only soft-deletes a run: its rows stay in the
+    tracking database until ``mlflow gc`` removes them. Artifacts go first, so an interrupted delete
+    leaves a run that a second call finds and finishes."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    activate(settings)  # a proxied (mlflow-artifacts:) location resolves against the tracking URI
+    mlflow_client = client(settings)
+    get_artifact_repository(mlflow_client.get_run(run_id).info.artifact_uri).delete_artifacts()
+    mlflow_client.delete_run(run_id)
 
 
 def _pip_requirements() -> list[str]:

@@ -38,6 +38,7 @@ def _connect() -> None:
 app.add_typer(spec_commands.app, name="spec")
 app.add_typer(ops_commands.dlq, name="dlq")
 app.add_typer(ops_commands.cache, name="cache")
+app.add_typer(ops_commands.drift, name="drift")
 app.add_typer(prediction_commands.app, name="predictions")
 for command in (
     run_commands.retrain, run_commands.promote, run_commands.rollback, run_commands.land,

@@ -1,5 +1,6 @@
 """Diagnosis and recovery commands of docs/runbook.md: ``leanops doctor``, ``leanops recheck``,
-``leanops dlq list | redrive | drop``, ``leanops mark-crashed``, ``leanops slack-check`` and ``leanops cache prune``."""
+``leanops dlq list | redrive | drop``, ``leanops mark-crashed``, ``leanops slack-check``, ``leanops cache prune``
+and ``leanops drift prune``."""
 
 from __future__ import annotations
 
@@ -210,3 +211,35 @@ def cache_prune(
     answer(result, as_json, lambda: console.print(
         f"{verb} {len(result.removed)} cached artifact(s), {result.freed_bytes / 1e6:.1f} MB, from {result.root}; "
         f"{result.kept} kept ({result.kept_bytes / 1e6:.1f} MB)", highlight=False))
+
+
+drift = typer.Typer(
+    name="drift", no_args_is_help=True, rich_markup_mode="markdown",
+    help="The drift checks' record in MLflow: one run per check, with its Evidently report.\n\n"
+    "Example: leanops drift prune --dry-run",
+)
+
+
+@drift.command("prune")
+def drift_prune(
+    older_than_days: Optional[float] = typer.Option(
+        None, "--older-than-days", min=0, help="Delete checks started longer ago than this (default: LEANOPS_DRIFT_REPORT_RETENTION_DAYS)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List what would be deleted; delete nothing."),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Delete every model's drift-check runs older than the retention window: their reports (artifacts)
+    and the runs. The drift decisions, cooldowns and the drift history table do not read them. A check
+    still RUNNING from the last day is kept. MLflow only marks runs deleted: `mlflow gc` on its database
+    then removes their rows. Run it daily (cron, or a schedule).
+
+    Example:
+
+        leanops drift prune --older-than-days 90
+    """
+    from leanops import drift_log
+
+    result = attempt(lambda: drift_log.prune_reports(older_than_days, dry_run), as_json)
+    verb = "would delete" if dry_run else "deleted"
+    answer(result, as_json, lambda: console.print(
+        f"{verb} {len(result.deleted)} drift check(s) started before {result.cutoff}"
+        + (f"; {result.kept_in_flight} still running kept" if result.kept_in_flight else ""), highlight=False))

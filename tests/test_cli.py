@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from leanops_cli.app import app
 
 COMMANDS = [
-    ["spec", "init"], ["spec", "check"], ["doctor"], ["retrain"], ["promote"], ["rollback"], ["land"], ["status"], ["history"], ["retire"], ["reinstate"], ["cache", "prune"],
+    ["spec", "init"], ["spec", "check"], ["doctor"], ["retrain"], ["promote"], ["rollback"], ["land"], ["status"], ["history"], ["retire"], ["reinstate"], ["cache", "prune"], ["drift", "prune"],
 ]
 
 

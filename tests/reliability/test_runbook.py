@@ -49,6 +49,7 @@ COVERED = {
     "du -sh": "test_old_cached_results_are_deleted_on_a_full_disk",
     "find ": "test_old_cached_results_are_deleted_on_a_full_disk",
     "leanops cache prune": "test_old_cached_results_are_deleted_on_a_full_disk",
+    "leanops drift prune": "test_old_drift_reports_are_deleted_on_a_full_disk",
     "leanops slack-check": "test_an_expired_slack_token_is_replaced",
     "grep -v '^LEANOPS_SLACK_TOKEN=' .env": "test_an_expired_slack_token_is_replaced",
     "leanops dlq ": "test_dead_letters_are_listed_redriven_and_dropped",
@@ -364,6 +365,25 @@ def test_old_cached_results_are_deleted_on_a_full_disk(tmp_path):
     (prune,) = doc_commands("leanops cache prune")
     assert "removed 1 cached artifact(s)" in ok(prune, LEANOPS_HOME=str(home))
     assert not entry(artifacts, "run r1 model").exists()
+
+
+def test_old_drift_reports_are_deleted_on_a_full_disk(mlflow_server):
+    from leanops import drift_log, tracking
+    from leanops.mlflow_access import client
+
+    model = f"runbook-reports-{uuid.uuid4().hex[:6]}"
+    runs = {}
+    for days in (40, 10):
+        started = int((time.time() - days * 86400) * 1000)
+        run = tracking.start_run(f"leanops/{model}/monitoring", f"drift-{days}d", {}, start_time_ms=started)
+        drift_log.attach_report(run.run_id, "<html>report</html>", "{}", 100, 100)
+        runs[days] = run.run_id
+
+    (prune,) = doc_commands("leanops drift prune")
+    assert re.search(r"deleted [1-9]\d* drift check\(s\)", ok(prune))
+    stages = {days: client().get_run(run_id).info.lifecycle_stage for days, run_id in runs.items()}
+    assert stages == {40: "deleted", 10: "active"}
+    assert client().list_artifacts(runs[40], "drift") == []
 
 
 def write_bytes(path: Path, size: int) -> Path:
