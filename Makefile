@@ -42,7 +42,7 @@ test: setup checkov-setup
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 # Every e2e test COUNT times in a row, a whole CI-like session a round, until one fails; prints each test's
-# streak (tests/reliability/soak.py). About 20 minutes a round here: COUNT=20 takes hours.
+# streak (tests/reliability/soak.py). About 13 minutes a round here: COUNT=20 takes over four hours.
 COUNT ?= 20
 soak: setup checkov-setup
 	$(BIN)/python tests/reliability/soak.py --count $(COUNT)

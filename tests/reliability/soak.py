@@ -18,16 +18,18 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
-from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT / "tests") not in sys.path:  # run as a script: import the suite's modules as its sessions do
+    sys.path.insert(0, str(ROOT / "tests"))
+from reliability.table import aligned  # noqa: E402
 
 
-def run_round(number: int, out: Path, selection: list[str]) -> tuple[bool, dict[str, tuple[str, float]]]:
+def run_round(number: int, out: Path, selection: list[str], workers: int = 2) -> tuple[bool, dict[str, tuple[str, float]]]:
     """One pytest session; (passed, {test id: (outcome, seconds)})."""
     report = out / f"round-{number}.xml"
-    command = [sys.executable, "-m", "pytest", "-n", "2", "--dist", "loadfile", "-m", "e2e", "-q", "-p", "no:cacheprovider",
+    command = [sys.executable, "-m", "pytest", "-n", str(workers), "--dist", "loadfile", "-m", "e2e", "-q", "-p", "no:cacheprovider",
                f"--junitxml={report}", *selection]
     with (out / f"round-{number}.log").open("w") as log:
         done = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603 - fixed argv
@@ -54,13 +56,14 @@ def table(rounds: list[dict[str, tuple[str, float]]]) -> str:
         seconds = [s for _, s in seen]
         rows.append((test, f"{streak} of {len(seen)}", str(sum(o == "failed" for o, _ in seen)),
                      f"{statistics.median(seconds):.1f}", f"{max(seconds):.1f}"))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))) for row in rows)
+    return "\n".join(aligned(rows, right_from=1))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=20)
+    parser.add_argument("--workers", type=int, default=2,
+                        help="xdist workers (CI: 2; more load on the same cores makes every wait tighter)")
     parser.add_argument("--out", type=Path, default=ROOT / ".leanops" / "soak")
     parser.add_argument("selection", nargs="*", help="pytest paths or node ids after -- (default: the whole suite's e2e tests)")
     args = parser.parse_args(argv)
@@ -68,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     rounds = []
     for number in range(1, args.count + 1):
         started = time.monotonic()
-        passed, outcomes = run_round(number, args.out, args.selection)
+        passed, outcomes = run_round(number, args.out, args.selection, args.workers)
         rounds.append(outcomes)
         print(f"round {number}/{args.count}: {'passed' if passed else 'FAILED'}, {len(outcomes)} tests, "
               f"{time.monotonic() - started:.0f} s", flush=True)

@@ -38,9 +38,18 @@ def pytest_terminal_summary(terminalreporter):
     for r in _RESULTS:
         recovered = "-" if r.recover_seconds is None else f"{r.recover_seconds:.1f} s"
         rows.append((r.scenario, r.faults, "yes" if r.survived else "NO", r.data_lost, recovered))
-    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    lines = aligned(rows, " | ")
     terminalreporter.section("fault injection")
-    for n, row in enumerate(rows):
-        terminalreporter.write_line(" | ".join(cell.ljust(w) for cell, w in zip(row, widths)))
-        if n == 0:
-            terminalreporter.write_line("-+-".join("-" * w for w in widths))
+    terminalreporter.write_line(lines[0])
+    terminalreporter.write_line("-+-".join("-" * len(cell) for cell in lines[0].split(" | ")))
+    for line in lines[1:]:
+        terminalreporter.write_line(line)
+
+
+def aligned(rows: list[tuple[str, ...]], separator: str = "  ", right_from: int | None = None) -> list[str]:
+    """Rows of cells as lines of columns as wide as their widest cell; columns from ``right_from`` on
+    (numbers) are right-aligned."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    right = len(widths) if right_from is None else right_from
+    return [separator.join(cell.rjust(w) if i >= right else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+            for row in rows]
