@@ -253,6 +253,10 @@ class Simulation:
             occurred = events.get(f"s3://{bucket}/{key}")
             if occurred is not None:
                 event_lag.append(created - occurred)
+        checked = {run["parameters"].get("key") for run in runs if names.get(run["deployment_id"]) == DRIFT}
+        unchecked = sorted(key for key in step.landed if key not in checked)
+        listed_checks = sum(1 for run in runs if names.get(run["deployment_id"]) == DRIFT)
+        counted_checks = self.count(DRIFT, ("SCHEDULED", "PENDING", "RUNNING", "PAUSED", *measure.TERMINAL), step.started)
         sizes = measure.database_sizes(self.settings)
         total_runs = len(measure.flow_runs_since(self.api, iso(0)))
         grown = sizes["prefect"] - sizes_before["prefect"]
@@ -269,6 +273,9 @@ class Simulation:
             ("simulated span", f"hours {step.first_hour}-{step.hours_reached} of {self.total_hours}: {span_hours} h ({span_hours / 24:.2f} days) in {(step.ended - step.started) / 60:.1f} real min"),
             ("ended", step.stop_reason),
             ("batches landed", f"{len(step.landed)}; weekly retrain runs created {step.weekly_runs}"),
+            ("landed batches without a check run", f"{len(unchecked)}" + "".join(
+                f"; {key} ({'its batch.landed event stored' if f's3://{bucket}/{key}' in events else 'no batch.landed event'})"
+                for key in unchecked[:5]) + f" (drift-monitor runs listed {listed_checks}, counted {counted_checks})"),
             ("flow runs by deployment", ", ".join(f"{k} {v}" for k, v in sorted(per_deployment.items()))),
             ("flow runs per real hour", f"completed {per_hour('COMPLETED')}, failed {per_hour('FAILED')}, crashed {per_hour('CRASHED')}, "
                                         f"cancelled {per_hour('CANCELLED')}, not ended {sum(v for k, v in states.items() if k not in measure.TERMINAL)}"),
