@@ -65,6 +65,7 @@ bench: stack-up
 	$(BIN)/python bench/bench_drift.py
 	$(BIN)/python bench/bench_tuning.py
 	$(BIN)/python bench/bench_events.py
+	$(BIN)/python bench/bench_lock.py
 	$(BIN)/python bench/bench_bridge.py
 	$(BIN)/python bench/drift_lever.py
 	$(BIN)/python bench/bench_serving.py
