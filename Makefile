@@ -42,10 +42,12 @@ test: setup checkov-setup
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 # Every e2e test COUNT times in a row, a whole CI-like session a round, until one fails; prints each test's
-# streak (tests/reliability/soak.py). About 13 minutes a round here: COUNT=20 takes over four hours.
+# streak (tests/reliability/soak.py). About 13 minutes a round here: COUNT=20 takes over four hours, so
+# rounds are recorded in docs/soak-record.json and the next `make soak` goes on from them while the code
+# is unchanged. STOP_BY=HH:MM starts no round that would end later.
 COUNT ?= 20
 soak: setup checkov-setup
-	$(BIN)/python tests/reliability/soak.py --count $(COUNT)
+	$(BIN)/python tests/reliability/soak.py --count $(COUNT) --resume $(if $(STOP_BY),--stop-by $(STOP_BY))
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not e2e"

@@ -15,3 +15,22 @@ def test_a_streak_restarts_after_a_failure_and_failures_are_counted():
 
     assert lines["m::flaky"] == ["1", "of", "3", "1", "1.0", "9.0"]
     assert lines["m::solid"] == ["3", "of", "3", "0", "2.0", "4.0"]
+
+
+def test_recorded_rounds_resume_only_on_the_code_they_ran(tmp_path):
+    from reliability.soak import load_record, save_record
+
+    record = tmp_path / "soak-record.json"
+    passed = [{"m::a": ("passed", 1.0)}, {"m::a": ("passed", 2.0)}]
+    stamps = [{"round": 1, "seconds": 700}, {"round": 2, "seconds": 710}]
+    save_record(record, "code-1", passed, stamps)
+
+    assert load_record(record, "code-1") == (passed, "resuming after 2 recorded round(s) of this code")
+    rounds, why = load_record(record, "code-2")
+    assert rounds == [] and "ran other code" in why
+    rounds, why = load_record(record, None)
+    assert rounds == [] and "uncommitted changes" in why
+
+    save_record(record, "code-1", [*passed, {"m::a": ("failed", 9.0)}], [*stamps, {"round": 3, "seconds": 720}])
+    rounds, why = load_record(record, "code-1")
+    assert rounds == [] and "ended in a failure" in why

@@ -8,15 +8,25 @@ fails. Prints one row per test: rounds passed in a row, failures, and its median
 Every e2e-marked test waits on something real (a flow run's state, an event, a worker's poll, a lease),
 so all of them are in; a round that fails keeps its output in ``<out>/round-N.log``. A failure is never
 retried: the table shows it, and the loop stops there.
+
+Twenty rounds take longer than one working session here (~13 minutes a round), so rounds are recorded
+(``--record``, committed with the code) and ``--resume`` goes on from the recorded rounds, but only while
+the code is exactly the code they ran: the record holds a hash of every tracked file but itself, and a
+checkout that differs (or has uncommitted changes) starts a new streak. ``--stop-by HH:MM`` starts no
+round that would not end by then.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
+import os
 import statistics
 import subprocess
 import sys
 import time
+from datetime import datetime
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -59,22 +69,80 @@ def table(rounds: list[dict[str, tuple[str, float]]]) -> str:
     return "\n".join(aligned(rows, right_from=1))
 
 
+DEFAULT_RECORD = ROOT / "docs" / "soak-record.json"
+
+
+def code_identity(record: Path) -> str | None:
+    """A hash of every tracked file's content but the record's, or None when the checkout has changes
+    git does not hold (then no round can be said to have run a commit)."""
+    git = lambda *a: subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True, check=True).stdout  # noqa: E731
+    relative = str(record.resolve().relative_to(ROOT)) if record.resolve().is_relative_to(ROOT) else None
+    changed = [line for line in git("status", "--porcelain", "--untracked-files=no").splitlines() if line[3:] != relative]
+    if changed:
+        return None
+    files = [line for line in git("ls-files", "-s").splitlines() if line.split("\t", 1)[1] != relative]
+    return hashlib.sha256("\n".join(files).encode()).hexdigest()
+
+
+def load_record(record: Path, identity: str | None) -> tuple[list[dict[str, tuple[str, float]]], str]:
+    """The recorded rounds of this very code, and why none are taken when they are not."""
+    if identity is None:
+        return [], "uncommitted changes: a new streak, recorded nowhere"
+    if not record.exists():
+        return [], f"no record at {record}: a new streak"
+    saved = json.loads(record.read_text())
+    if saved.get("code") != identity:
+        return [], f"the record's rounds ran other code ({saved.get('commit', '?')[:10]}): a new streak"
+    rounds = [{test: (outcome, seconds) for test, (outcome, seconds) in r["outcomes"].items()} for r in saved["rounds"]]
+    if any(outcome == "failed" for r in rounds for outcome, _ in r.values()):
+        return [], "the recorded streak ended in a failure: a new one"
+    return rounds, f"resuming after {len(rounds)} recorded round(s) of this code"
+
+
+def save_record(record: Path, identity: str, rounds: list[dict[str, tuple[str, float]]], stamps: list[dict]) -> None:
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    record.write_text(json.dumps({
+        "code": identity, "commit": commit,
+        "rounds": [{**stamp, "outcomes": {t: list(o) for t, o in outcomes.items()}} for stamp, outcomes in zip(stamps, rounds)],
+    }, indent=1) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=20)
     parser.add_argument("--workers", type=int, default=2,
                         help="xdist workers (CI: 2; more load on the same cores makes every wait tighter)")
     parser.add_argument("--out", type=Path, default=ROOT / ".leanops" / "soak")
+    parser.add_argument("--record", type=Path, default=DEFAULT_RECORD, help="where rounds of the whole e2e selection are recorded")
+    parser.add_argument("--resume", action="store_true", help="go on from the recorded rounds if they ran this very code")
+    parser.add_argument("--stop-by", help="HH:MM today: start no round that would end later (by the rounds' median)")
     parser.add_argument("selection", nargs="*", help="pytest paths or node ids after -- (default: the whole suite's e2e tests)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    rounds = []
-    for number in range(1, args.count + 1):
-        started = time.monotonic()
+    recording = not args.selection  # a record is of the whole suite's e2e tests, never of a part
+    identity = code_identity(args.record) if recording else None
+    rounds, stamps = [], []
+    if recording and args.resume:
+        rounds, why = load_record(args.record, identity)
+        stamps = json.loads(args.record.read_text())["rounds"][: len(rounds)] if rounds else []
+        stamps = [{k: v for k, v in stamp.items() if k != "outcomes"} for stamp in stamps]
+        print(why, flush=True)
+    stop_by = datetime.combine(datetime.now().date(), datetime.strptime(args.stop_by, "%H:%M").time()).timestamp() if args.stop_by else None
+    while len(rounds) < args.count:
+        number = len(rounds) + 1
+        took = [stamp["seconds"] for stamp in stamps] or [0.0]
+        if stop_by is not None and time.time() + statistics.median(took) > stop_by:
+            print(f"stopping before round {number}: it would end after {args.stop_by}", flush=True)
+            break
+        started, began = time.monotonic(), datetime.now().isoformat(timespec="seconds")
         passed, outcomes = run_round(number, args.out, args.selection, args.workers)
         rounds.append(outcomes)
+        stamps.append({"round": number, "started": began, "seconds": round(time.monotonic() - started), "passed": passed,
+                       "load": round(os.getloadavg()[0], 2)})
+        if recording and identity is not None:
+            save_record(args.record, identity, rounds, stamps)
         print(f"round {number}/{args.count}: {'passed' if passed else 'FAILED'}, {len(outcomes)} tests, "
-              f"{time.monotonic() - started:.0f} s", flush=True)
+              f"{stamps[-1]['seconds']} s", flush=True)
         if not passed:
             print(f"stopped: see {args.out / f'round-{number}.log'}", flush=True)
             break
