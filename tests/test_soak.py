@@ -34,3 +34,10 @@ def test_recorded_rounds_resume_only_on_the_code_they_ran(tmp_path):
     save_record(record, "code-1", [*passed, {"m::a": ("failed", 9.0)}], [*stamps, {"round": 3, "seconds": 720}])
     rounds, why = load_record(record, "code-1")
     assert rounds == [] and "ended in a failure" in why
+
+
+def test_only_files_the_e2e_tests_exercise_make_the_code_identity():
+    from reliability.soak import exercised
+
+    assert all(exercised(p) for p in ("leanops/registry.py", "tests/e2e/test_cli.py", "prefect.yaml", "uv.lock", "docs/runbook.md"))
+    assert not any(exercised(p) for p in ("bench/bench_lock.py", "sim/plan.py", "docs/scale.md", "docs/soak-record.json", "README.md"))

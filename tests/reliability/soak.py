@@ -11,8 +11,9 @@ retried: the table shows it, and the loop stops there.
 
 Twenty rounds take longer than one working session here (~13 minutes a round), so rounds are recorded
 (``--record``, committed with the code) and ``--resume`` goes on from the recorded rounds, but only while
-the code is exactly the code they ran: the record holds a hash of every tracked file but itself, and a
-checkout that differs (or has uncommitted changes) starts a new streak. ``--stop-by HH:MM`` starts no
+the code is exactly the code they ran: the record holds a hash of every tracked file the tests can
+exercise (all but bench/, sim/ and the prose), and a checkout where one differs (or has uncommitted
+changes) starts a new streak. ``--stop-by HH:MM`` starts no
 round that would not end by then.
 """
 
@@ -72,15 +73,24 @@ def table(rounds: list[dict[str, tuple[str, float]]]) -> str:
 DEFAULT_RECORD = ROOT / "docs" / "soak-record.json"
 
 
+# Files no e2e test reads or runs: the benchmarks, the simulator and the prose (docs/runbook.md is run by
+# tests/reliability/test_runbook.py, so it counts). Work on these does not restart a streak.
+NOT_EXERCISED = ("bench/", "sim/", "docs/", "README.md")
+EXERCISED_DOCS = ("docs/runbook.md",)
+
+
+def exercised(path: str) -> bool:
+    return path in EXERCISED_DOCS or not path.startswith(NOT_EXERCISED)
+
+
 def code_identity(record: Path) -> str | None:
-    """A hash of every tracked file's content but the record's, or None when the checkout has changes
-    git does not hold (then no round can be said to have run a commit)."""
+    """A hash of every tracked file the e2e tests can exercise (see NOT_EXERCISED), or None when such a
+    file has changes git does not hold (then no round can be said to have run a commit)."""
     git = lambda *a: subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True, check=True).stdout  # noqa: E731
-    relative = str(record.resolve().relative_to(ROOT)) if record.resolve().is_relative_to(ROOT) else None
-    changed = [line for line in git("status", "--porcelain", "--untracked-files=no").splitlines() if line[3:] != relative]
+    changed = [line for line in git("status", "--porcelain", "--untracked-files=no").splitlines() if exercised(line[3:])]
     if changed:
         return None
-    files = [line for line in git("ls-files", "-s").splitlines() if line.split("\t", 1)[1] != relative]
+    files = [line for line in git("ls-files", "-s").splitlines() if exercised(line.split("\t", 1)[1])]
     return hashlib.sha256("\n".join(files).encode()).hexdigest()
 
 
