@@ -120,14 +120,20 @@ class Sampler(threading.Thread):
 
 
 def flow_runs_since(api: Api, since_iso: str) -> list[dict]:
-    """Every flow run expected to start at or after ``since_iso`` (all deployments), oldest first."""
-    runs: list[dict] = []
+    """Every flow run expected to start at or after ``since_iso`` (all deployments), oldest first.
+
+    Paged by id, which is unique: paged by expected start time, which Prefect sorts without a tie-breaker,
+    two runs with the same time on either side of a page boundary could come back once twice and once
+    not at all."""
+    runs: dict[str, dict] = {}
+    offset = 0
     while True:
-        body = {"flow_runs": {"expected_start_time": {"after_": since_iso}}, "sort": "EXPECTED_START_TIME_ASC", "limit": 200, "offset": len(runs)}
+        body = {"flow_runs": {"expected_start_time": {"after_": since_iso}}, "sort": "ID_DESC", "limit": 200, "offset": offset}
         page = api.post("/flow_runs/filter", body).json()
-        runs += page
+        runs.update((run["id"], run) for run in page)
+        offset += len(page)
         if len(page) < 200:
-            return runs
+            return sorted(runs.values(), key=lambda run: (run["expected_start_time"] or "", run["id"]))
 
 
 def landed_events_since(api: Api, since_iso: str, until_iso: str) -> dict[str, float]:
