@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 
 import prefect.main  # noqa: F401 - Prefect binds its console log handler to sys.stderr when set up: do it here,
@@ -213,11 +214,14 @@ def test_land_puts_a_batch_where_the_bucket_notifies_the_drift_check(cli, specs_
     assert len(frame) == landed["rows"] == 1800
 
 
-def _live_workers(settings, name: str) -> bool:
+def _beat_since(settings, name: str, since: datetime) -> bool:
+    """Whether the worker ``name`` sent a heartbeat at or after ``since``. A worker's name can be an earlier
+    one's of the same session (it follows the health port), whose record keeps its last, stale heartbeat."""
     from support import api_call
 
     listed = api_call(settings.resolved_prefect_api_url, "POST", f"/work_pools/{settings.work_pool_name}/workers/filter", {}).json()
-    return any(w["name"] == name and w["last_heartbeat_time"] for w in listed)
+    return any(w["name"] == name and w["last_heartbeat_time"] and datetime.fromisoformat(w["last_heartbeat_time"]) >= since
+               for w in listed)
 
 
 def test_doctor_passes_on_the_running_stack_then_names_a_stopped_service(cli, stack, fork_server, slack, settings, tmp_path, monkeypatch):
@@ -238,9 +242,11 @@ def test_doctor_passes_on_the_running_stack_then_names_a_stopped_service(cli, st
     provision_s3(ours)
     ensure_work_pool(ours)
     polling = worker(ours)
+    started = datetime.now(timezone.utc)
     services.start(polling, tmp_path)
     try:
-        wait_for(lambda: _live_workers(ours, polling.argv[polling.argv.index("--name") + 1]), "the worker's first heartbeat", 60, 0.5)
+        name = polling.argv[polling.argv.index("--name") + 1]
+        wait_for(lambda: _beat_since(ours, name, started), "the new worker's first heartbeat", 60, 0.5)
 
         # Then every check passes, one line per service
         passed = cli("doctor")
