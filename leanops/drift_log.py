@@ -117,8 +117,10 @@ def prune_reports(older_than_days: float | None = None, dry_run: bool = False, n
     cutoff = now - timedelta(days=days)
     in_flight_since = int((now - timedelta(hours=_IN_FLIGHT_HOURS)).timestamp() * 1000)
     old = tracking.runs_started_before(_EVERY_MONITORING_EXPERIMENT, int(cutoff.timestamp() * 1000), settings)
-    in_flight = [r for r in old if r.status == "RUNNING" and r.start_time_ms >= in_flight_since]
-    doomed = [r for r in old if r not in in_flight]
+    in_flight: list[tracking.DatedRun] = []
+    doomed: list[tracking.DatedRun] = []
+    for run in old:
+        (in_flight if run.status == "RUNNING" and run.start_time_ms >= in_flight_since else doomed).append(run)
     if not dry_run:
         for run in doomed:
             tracking.delete_run(run.run_id, settings)

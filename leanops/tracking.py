@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Iterable, NamedTuple
+from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
 import pandas as pd
 
@@ -107,6 +107,17 @@ def log_folder(run_id: str, folder: Path, settings: Settings | None = None) -> N
     client(settings).log_artifacts(run_id, str(folder))
 
 
+def _all_pages(fetch: Callable[[str | None], Any]) -> Iterator[Any]:
+    """Every item of a paged MLflow search, page after page: ``fetch(token)`` returns a PagedList."""
+    token = None
+    while True:
+        page = fetch(token)
+        yield from page
+        token = page.token
+        if not token:
+            return
+
+
 class DatedRun(NamedTuple):
     run_id: str
     experiment: str
@@ -119,28 +130,17 @@ def runs_started_before(experiment_like: str, cutoff_ms: int, settings: Settings
     """Every run (not yet deleted) started before ``cutoff_ms`` in the experiments whose names match the
     SQL LIKE pattern ``experiment_like``, all pages of both searches."""
     mlflow_client = client(settings)
-    experiments: dict[str, str] = {}
-    page_token = None
-    while True:
-        page = mlflow_client.search_experiments(filter_string=f"name LIKE '{experiment_like}'", page_token=page_token)
-        experiments.update((e.experiment_id, e.name) for e in page)
-        page_token = page.token
-        if not page_token:
-            break
-    found: list[DatedRun] = []
+    experiments = {
+        e.experiment_id: e.name
+        for e in _all_pages(lambda token: mlflow_client.search_experiments(filter_string=f"name LIKE '{experiment_like}'", page_token=token))
+    }
     ids = sorted(experiments)
-    for start in range(0, len(ids), _EXPERIMENTS_PER_SEARCH):
-        page_token = None
-        while True:
-            page = mlflow_client.search_runs(
-                ids[start : start + _EXPERIMENTS_PER_SEARCH], filter_string=f"attributes.start_time < {int(cutoff_ms)}",
-                max_results=1000, page_token=page_token,
-            )
-            found.extend(DatedRun(r.info.run_id, experiments[r.info.experiment_id], r.info.start_time, r.info.status) for r in page)
-            page_token = page.token
-            if not page_token:
-                break
-    return found
+    return [
+        DatedRun(r.info.run_id, experiments[r.info.experiment_id], r.info.start_time, r.info.status)
+        for start in range(0, len(ids), _EXPERIMENTS_PER_SEARCH)
+        for r in _all_pages(lambda token, chunk=ids[start : start + _EXPERIMENTS_PER_SEARCH]: mlflow_client.search_runs(
+            chunk, filter_string=f"attributes.start_time < {int(cutoff_ms)}", max_results=1000, page_token=token))
+    ]
 
 
 @speaks_to_mlflow
@@ -207,13 +207,12 @@ def find_runs(experiment: str, filter_string: str = "", order_by: list[str] | No
     if found_experiment is None:
         return []
     found: list[FoundRun] = []
-    page_token = None
-    while True:
-        page = mlflow_client.search_runs(
-            [found_experiment.experiment_id], filter_string=filter_string, order_by=order_by,
-            max_results=min(max_results or 1000, 1000), page_token=page_token,
-        )
-        found.extend(FoundRun(run.info.run_id, run.info.experiment_id, dict(run.data.tags), dict(run.data.metrics)) for run in page)
-        page_token = page.token
-        if not page_token or (max_results is not None and len(found) >= max_results):
-            return found[:max_results] if max_results is not None else found
+    pages = _all_pages(lambda token: mlflow_client.search_runs(
+        [found_experiment.experiment_id], filter_string=filter_string, order_by=order_by,
+        max_results=min(max_results or 1000, 1000), page_token=token,
+    ))
+    for run in pages:
+        found.append(FoundRun(run.info.run_id, run.info.experiment_id, dict(run.data.tags), dict(run.data.metrics)))
+        if max_results is not None and len(found) >= max_results:
+            break
+    return found

@@ -8,9 +8,13 @@ import subprocess
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import yaml
+
+if TYPE_CHECKING:
+    from leanops.settings import Settings
 
 
 # The Prefect server answers 503 (or 429) for errors a client should retry, e.g. "database is locked" on
@@ -336,3 +340,19 @@ def deploy_prefect_yaml(api: str, env: dict[str, str], names: tuple[str, ...] = 
             # Deactivating also deletes the runs already scheduled for it.
             api_call(api, "PATCH", f"/deployments/{ids[name]}/schedules/{schedule['id']}", {"active": False})
     return ids
+
+
+DAY_MS = 86_400_000
+
+
+def dated_check(model: str, days_ago: float, settings: Settings, report: bool = True) -> str:
+    """A drift check's run as the monitor writes it, started ``days_ago`` days ago, with its report
+    attached (finished) or not (still RUNNING)."""
+    from leanops import drift_log, tracking
+
+    started = int(time.time() * 1000 - days_ago * DAY_MS)
+    run = tracking.start_run(drift_log._monitoring_experiment(model), f"drift-{days_ago}d", {"leanops.model": model},
+                             start_time_ms=started, settings=settings)
+    if report:
+        drift_log.attach_report(run.run_id, "<html>report</html>", "{}", 1000, 1000, settings)
+    return run.run_id

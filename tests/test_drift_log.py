@@ -15,22 +15,8 @@ from leanops import drift_log, tracking
 from leanops.errors import RegistryUnavailable
 from leanops.mlflow_access import client
 from leanops.settings import Settings
-from support import environment
+from support import DAY_MS, dated_check, environment
 from test_registry import dead_url
-
-DAY_MS = 86_400_000
-
-
-def dated_check(model: str, days_ago: float, settings: Settings, report: bool = True) -> str:
-    """A drift check's run as the monitor writes it, started ``days_ago`` days ago, with its report
-    attached (finished) or not (still RUNNING)."""
-    started = int(time.time() * 1000 - days_ago * DAY_MS)
-    run = tracking.start_run(drift_log._monitoring_experiment(model), f"drift-{days_ago}d", {"leanops.model": model},
-                             start_time_ms=started, settings=settings)
-    if report:
-        drift_log.attach_report(run.run_id, "<html>report</html>", "{}", 1000, 1000, settings)
-    return run.run_id
-
 
 def state(run_id: str, settings: Settings) -> tuple[str, list[str]]:
     """(lifecycle stage, artifact paths under drift/) of a run."""

@@ -25,7 +25,7 @@ import pytest
 from leanops import datasets, drift, monitoring, registry, storage
 from leanops.local_cache import entry, use_once_fetched
 from reliability.faults import processed_mark
-from support import spec_copy, wait_for, wait_for_events
+from support import dated_check, spec_copy, wait_for, wait_for_events
 
 pytestmark = pytest.mark.e2e
 
@@ -368,16 +368,11 @@ def test_old_cached_results_are_deleted_on_a_full_disk(tmp_path):
 
 
 def test_old_drift_reports_are_deleted_on_a_full_disk(mlflow_server):
-    from leanops import drift_log, tracking
     from leanops.mlflow_access import client
+    from leanops.settings import get_settings
 
     model = f"runbook-reports-{uuid.uuid4().hex[:6]}"
-    runs = {}
-    for days in (40, 10):
-        started = int((time.time() - days * 86400) * 1000)
-        run = tracking.start_run(f"leanops/{model}/monitoring", f"drift-{days}d", {}, start_time_ms=started)
-        drift_log.attach_report(run.run_id, "<html>report</html>", "{}", 100, 100)
-        runs[days] = run.run_id
+    runs = {days: dated_check(model, days, get_settings()) for days in (40, 10)}
 
     (prune,) = doc_commands("leanops drift prune")
     assert re.search(r"deleted [1-9]\d* drift check\(s\)", ok(prune))
