@@ -41,3 +41,19 @@ def test_only_files_the_e2e_tests_exercise_make_the_code_identity():
 
     assert all(exercised(p) for p in ("leanops/registry.py", "tests/e2e/test_cli.py", "prefect.yaml", "uv.lock", "docs/runbook.md"))
     assert not any(exercised(p) for p in ("bench/bench_lock.py", "sim/plan.py", "docs/scale.md", "docs/soak-record.json", "README.md"))
+
+
+def test_a_round_whose_session_is_killed_is_interrupted_not_failed(tmp_path):
+    """Stopping a soak by hand kills its pytest session: that round says nothing of the tests, so it must
+    neither be recorded as a failure (ending the streak) nor as a pass."""
+    from reliability.soak import run_round
+
+    killed = tmp_path / "test_killed.py"
+    killed.write_text(
+        "import os, signal\nimport pytest\n\npytestmark = pytest.mark.e2e\n\n"
+        "def test_session_killed():\n    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    passed, outcomes = run_round(1, tmp_path, [str(killed)], workers=0)
+
+    assert (passed, outcomes) == (None, {})
+    assert (tmp_path / "round-1.log").exists()

@@ -37,14 +37,17 @@ if str(ROOT / "tests") not in sys.path:  # run as a script: import the suite's m
 from reliability.table import aligned  # noqa: E402
 
 
-def run_round(number: int, out: Path, selection: list[str], workers: int = 2) -> tuple[bool, dict[str, tuple[str, float]]]:
-    """One pytest session; (passed, {test id: (outcome, seconds)})."""
+def run_round(number: int, out: Path, selection: list[str], workers: int = 2) -> tuple[bool | None, dict[str, tuple[str, float]]]:
+    """One pytest session; (passed, {test id: (outcome, seconds)}). ``passed`` is None when the session was
+    killed by a signal before it wrote its report: an interrupted round, which says nothing of the tests."""
     report = out / f"round-{number}.xml"
     command = [sys.executable, "-m", "pytest", "-n", str(workers), "--dist", "loadfile", "-m", "e2e", "-q", "-p", "no:cacheprovider",
                f"--junitxml={report}", *selection]
     with (out / f"round-{number}.log").open("w") as log:
         done = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603 - fixed argv
     outcomes = {}
+    if done.returncode < 0 and not report.exists():
+        return None, outcomes
     if report.exists():
         for case in ET.parse(report).getroot().iter("testcase"):
             test = f"{case.get('classname', '')}::{case.get('name', '')}"
@@ -146,6 +149,9 @@ def main(argv: list[str] | None = None) -> int:
             break
         started, began = time.monotonic(), datetime.now().isoformat(timespec="seconds")
         passed, outcomes = run_round(number, args.out, args.selection, args.workers)
+        if passed is None:
+            print(f"round {number} interrupted (its pytest session was killed): not recorded", flush=True)
+            break
         rounds.append(outcomes)
         stamps.append({"round": number, "started": began, "seconds": round(time.monotonic() - started), "passed": passed,
                        "load": round(os.getloadavg()[0], 2)})
