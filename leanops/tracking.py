@@ -8,6 +8,7 @@ Every function turns MLflow being unreachable into RegistryUnavailable (``leanop
 from __future__ import annotations
 
 import time
+from itertools import islice
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, NamedTuple
 
@@ -206,13 +207,10 @@ def find_runs(experiment: str, filter_string: str = "", order_by: list[str] | No
     found_experiment = mlflow_client.get_experiment_by_name(experiment)
     if found_experiment is None:
         return []
-    found: list[FoundRun] = []
-    pages = _all_pages(lambda token: mlflow_client.search_runs(
+    runs = _all_pages(lambda token: mlflow_client.search_runs(
         [found_experiment.experiment_id], filter_string=filter_string, order_by=order_by,
         max_results=min(max_results or 1000, 1000), page_token=token,
     ))
-    for run in pages:
-        found.append(FoundRun(run.info.run_id, run.info.experiment_id, dict(run.data.tags), dict(run.data.metrics)))
-        if max_results is not None and len(found) >= max_results:
-            break
-    return found
+    # islice stops at max_results without asking for the next page.
+    return [FoundRun(run.info.run_id, run.info.experiment_id, dict(run.data.tags), dict(run.data.metrics))
+            for run in islice(runs, max_results)]
