@@ -142,29 +142,36 @@ class Simulation:
         step.landed[key] = time.time()
 
     def drive(self, step: Step, clock: plan.SimClock) -> None:
-        """Batches on the simulated clock, weekly retrains at week boundaries, a backlog watch every few seconds."""
+        """Batches on the simulated clock, weekly retrains at week boundaries, a backlog watch every few seconds.
+        However driving ends, it returns only once every put it started has landed: a put still in flight
+        would land after the drain and read as a batch without a check in the report."""
+        pending: list = []
+        try:
+            step.stop_reason = self._land_on_the_clock(step, clock, pending)
+        finally:
+            for future in pending:
+                future.result()
+
+    def _land_on_the_clock(self, step: Step, clock: plan.SimClock, pending: list) -> str:
+        """Starts each landing's put when it falls due (into ``pending``); returns why driving ended."""
         boundaries = set(plan.week_boundaries(clock.start, self.total_hours))
         watch = plan.BacklogWatch(step.n_models)
         budget_end = time.monotonic() + self.args.max_minutes * 60
         next_poll = time.monotonic() + POLL_SECONDS
-        pending = []
         for landing in plan.landings(step.n_models, self.total_hours, clock.compression, first_hour=step.first_hour + 1):
             due = clock.real_start + landing.real_offset
             if due - time.time() > budget_end - time.monotonic():
-                step.stop_reason = f"wall-time budget of {self.args.max_minutes:g} min reached before simulated hour {landing.hour}"
-                return
+                return f"wall-time budget of {self.args.max_minutes:g} min reached before simulated hour {landing.hour}"
             while time.time() < due:
                 time.sleep(min(0.2, max(0.0, due - time.time())))  # pacing against the simulated clock
                 if time.monotonic() >= next_poll:
                     next_poll = time.monotonic() + POLL_SECONDS
                     verdict = watch.observe(self.outstanding(step))
                     if verdict:
-                        step.stop_reason = f"backlog at simulated hour {step.hours_reached}: {verdict}"
                         step.bottleneck = self.bottleneck(step)
-                        return
+                        return f"backlog at simulated hour {step.hours_reached}: {verdict}"
             if time.monotonic() > budget_end:
-                step.stop_reason = f"wall-time budget of {self.args.max_minutes:g} min reached at simulated hour {landing.hour}"
-                return
+                return f"wall-time budget of {self.args.max_minutes:g} min reached at simulated hour {landing.hour}"
             if landing.model_index == 0 and landing.hour in boundaries:
                 week = landing.hour // 168
                 for name in self.names:
@@ -173,9 +180,7 @@ class Simulation:
                 say(f"  simulated {clock.simulated_at(time.time()):%a %H:%M}: weekly retrains due for {len(self.names)} models")
             pending.append(self.putter.submit(self.put, step, landing.model_index, landing.hour))
             step.hours_reached = landing.hour
-        for future in pending:
-            future.result()
-        step.stop_reason = f"all {self.total_hours} simulated hours landed"
+        return f"all {self.total_hours} simulated hours landed"
 
     def outstanding(self, step: Step) -> int:
         return len(step.landed) - self.count(DRIFT, measure.TERMINAL, step.started)
@@ -257,6 +262,7 @@ class Simulation:
         unchecked = sorted(key for key in step.landed if key not in checked)
         listed_checks = sum(1 for run in runs if names.get(run["deployment_id"]) == DRIFT)
         counted_checks = self.count(DRIFT, ("SCHEDULED", "PENDING", "RUNNING", "PAUSED", *measure.TERMINAL), step.started)
+        retrains = attempt(lambda: measure.retrain_outcomes(self.api, [r for r in runs if names.get(r["deployment_id"], "").startswith("retrain/")]), {}, self.errors)
         sizes = measure.database_sizes(self.settings)
         total_runs = len(measure.flow_runs_since(self.api, iso(0)))
         grown = sizes["prefect"] - sizes_before["prefect"]
@@ -277,6 +283,7 @@ class Simulation:
                 f"; {key} ({'its batch.landed event stored' if f's3://{bucket}/{key}' in events else 'no batch.landed event'})"
                 for key in unchecked[:5]) + f" (drift-monitor runs listed {listed_checks}, counted {counted_checks})"),
             ("flow runs by deployment", ", ".join(f"{k} {v}" for k, v in sorted(per_deployment.items()))),
+            ("retrain runs ended by what they did", ", ".join(f"{k} {v}" for k, v in sorted(retrains.items())) or "none"),
             ("flow runs per real hour", f"completed {per_hour('COMPLETED')}, failed {per_hour('FAILED')}, crashed {per_hour('CRASHED')}, "
                                         f"cancelled {per_hour('CANCELLED')}, not ended {sum(v for k, v in states.items() if k not in measure.TERMINAL)}"),
             ("flow runs per simulated day", f"{len(runs) / max(1e-9, span_hours / 24):.0f}"),

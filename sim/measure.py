@@ -149,6 +149,36 @@ def landed_events_since(api: Api, since_iso: str, until_iso: str) -> dict[str, f
         page = api.client.get(page["next_page"]).json()
 
 
+def retrain_outcomes(api: Api, runs: list[dict]) -> dict[str, int]:
+    """What each ended retrain run did, read from its task runs and the cooldown claim's log line:
+    registered a version, found the same data already trained on (a cache hit on keys), skipped by the
+    cooldown or by another retrain of the model running, retired, or ended otherwise (state type).
+    Names of task runs are ``<task>-<n>`` or the task's own ``<task> <argument>``."""
+    outcomes: dict[str, int] = defaultdict(int)
+    for run in runs:
+        if run["state_type"] not in TERMINAL:
+            continue
+        tasks = api.post("/task_runs/filter", {"flow_runs": {"id": {"any_": [run["id"]]}}, "limit": 200}).json()
+        names = {task["name"].split(" ")[0].rsplit("-", 1)[0] for task in tasks}
+        logs = api.post("/logs/filter", {"logs": {"flow_run_id": {"any_": [run["id"]]}}, "limit": 200}).json()
+        said = " | ".join(log["message"] for log in logs)
+        if run["state_type"] != "COMPLETED":
+            outcomes[run["state_type"].lower()] += 1
+        elif "register_model" in names:
+            outcomes["registered"] += 1
+        elif "identify_batch" not in names:
+            outcomes["retired: not retrained"] += 1
+        elif "claim_retrain" not in names:
+            outcomes["same data already trained on"] += 1
+        elif "another retrain of this model" in said:
+            outcomes["skipped: another retrain running"] += 1
+        elif "cooldown" in said and "skipped" in said:
+            outcomes["skipped: cooldown"] += 1
+        else:
+            outcomes["completed otherwise"] += 1
+    return dict(outcomes)
+
+
 def database_sizes(settings: Settings) -> dict[str, int]:
     import asyncpg
 
