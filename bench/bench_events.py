@@ -58,13 +58,14 @@ def _ts(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-def _deployment_id(client: httpx.Client, api: str) -> str:
+def _deployment_id(client: httpx.Client, api: str, settings) -> str:
     answer = client.get(f"{api}/deployments/name/{DEPLOYMENT}")
     if answer.status_code == 404:
         print(f"{DEPLOYMENT} is not deployed: running `prefect deploy --all` ...", flush=True)
+        auth = {"PREFECT_API_AUTH_STRING": settings.prefect_auth_string.get_secret_value()} if settings.prefect_auth_string else {}
         subprocess.run(  # noqa: S603 - fixed argv
             [str(Path(sys.executable).parent / "prefect"), "deploy", "--all", "--no-prompt"],
-            cwd=ROOT, env={**os.environ, "PREFECT_API_URL": api}, check=True, capture_output=True, timeout=600,
+            cwd=ROOT, env={**os.environ, "PREFECT_API_URL": api, **auth}, check=True, capture_output=True, timeout=600,
         )
         answer = client.get(f"{api}/deployments/name/{DEPLOYMENT}")
     answer.raise_for_status()
@@ -238,10 +239,12 @@ def main() -> int:
     # moto takes any credentials, but boto3 signs nothing without some: the stack's placeholders.
     os.environ.update({k: v for k, v in child_env(settings).items() if k.startswith("AWS_")})
     api = settings.resolved_prefect_api_url
-    client = httpx.Client(timeout=15)
-    deployment_id = _deployment_id(client, api)
+    # The production profile's APIs want basic auth (LEANOPS_PREFECT_AUTH_STRING); the embedded one none.
+    user, _, password = settings.prefect_auth_string.get_secret_value().partition(":") if settings.prefect_auth_string else ("", "", "")
+    client = httpx.Client(timeout=15, auth=(user, password) if password else None)
+    deployment_id = _deployment_id(client, api, settings)
     socket_path = settings.resolved_fork_server_socket
-    if not socket_path.exists():
+    if args.cold_objects and not socket_path.exists():
         print(f"no fork server socket at {socket_path}: start the stack (`make stack-up`)", file=sys.stderr)
         return 2
     model = f"bench-events-{uuid.uuid4().hex[:6]}"
