@@ -62,10 +62,9 @@ def _deployment_id(client: httpx.Client, api: str, settings) -> str:
     answer = client.get(f"{api}/deployments/name/{DEPLOYMENT}")
     if answer.status_code == 404:
         print(f"{DEPLOYMENT} is not deployed: running `prefect deploy --all` ...", flush=True)
-        auth = {"PREFECT_API_AUTH_STRING": settings.prefect_auth_string.get_secret_value()} if settings.prefect_auth_string else {}
         subprocess.run(  # noqa: S603 - fixed argv
             [str(Path(sys.executable).parent / "prefect"), "deploy", "--all", "--no-prompt"],
-            cwd=ROOT, env={**os.environ, "PREFECT_API_URL": api, **auth}, check=True, capture_output=True, timeout=600,
+            cwd=ROOT, env={**os.environ, **settings.prefect_client_env(api)}, check=True, capture_output=True, timeout=600,
         )
         answer = client.get(f"{api}/deployments/name/{DEPLOYMENT}")
     answer.raise_for_status()

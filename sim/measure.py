@@ -158,24 +158,26 @@ def retrain_outcomes(api: Api, runs: list[dict]) -> dict[str, int]:
     for run in runs:
         if run["state_type"] not in TERMINAL:
             continue
-        tasks = api.post("/task_runs/filter", {"flow_runs": {"id": {"any_": [run["id"]]}}, "limit": 200}).json()
-        names = {task["name"].split(" ")[0].rsplit("-", 1)[0] for task in tasks}
-        logs = api.post("/logs/filter", {"logs": {"flow_run_id": {"any_": [run["id"]]}}, "limit": 200}).json()
-        said = " | ".join(log["message"] for log in logs)
         if run["state_type"] != "COMPLETED":
             outcomes[run["state_type"].lower()] += 1
-        elif "register_model" in names:
+            continue
+        tasks = api.post("/task_runs/filter", {"flow_runs": {"id": {"any_": [run["id"]]}}, "limit": 200}).json()
+        names = {task["name"].split(" ")[0].rsplit("-", 1)[0] for task in tasks}
+        if "register_model" in names:
             outcomes["registered"] += 1
         elif "identify_batch" not in names:
             outcomes["retired: not retrained"] += 1
         elif "claim_retrain" not in names:
             outcomes["same data already trained on"] += 1
-        elif "another retrain of this model" in said:
-            outcomes["skipped: another retrain running"] += 1
-        elif "cooldown" in said and "skipped" in said:
-            outcomes["skipped: cooldown"] += 1
-        else:
-            outcomes["completed otherwise"] += 1
+        else:  # it claimed and trained nothing: the claim's log line says why
+            logs = api.post("/logs/filter", {"logs": {"flow_run_id": {"any_": [run["id"]]}}, "limit": 200}).json()
+            said = " | ".join(log["message"] for log in logs)
+            if "another retrain of this model" in said:
+                outcomes["skipped: another retrain running"] += 1
+            elif "cooldown" in said and "skipped" in said:
+                outcomes["skipped: cooldown"] += 1
+            else:
+                outcomes["completed otherwise"] += 1
     return dict(outcomes)
 
 

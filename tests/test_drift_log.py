@@ -5,17 +5,16 @@ their runs' start times; the prune's cutoffs lie before every other test's runs.
 from __future__ import annotations
 
 import json
-import time
 import uuid
 
 import pytest
 from typer.testing import CliRunner
 
-from leanops import drift_log, tracking
+from leanops import drift_log
 from leanops.errors import RegistryUnavailable
 from leanops.mlflow_access import client
 from leanops.settings import Settings
-from support import DAY_MS, dated_check, environment
+from support import dated_check, environment
 from test_registry import dead_url
 
 def state(run_id: str, settings: Settings) -> tuple[str, list[str]]:
