@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +48,10 @@ class Service:
     heartbeat_max_age: float = 60.0
     # Services with neither prove they started by writing this line to their log (then: alive = healthy).
     ready_log: str | None = None
+    # What the log line cannot show, asked of the systems the service uses once the line is there: named
+    # in the error of a start that times out. Without one, alive = healthy.
+    ready_check: Callable[[], bool] | None = None
+    ready_check_name: str = ""
     stop_grace: float = 10.0
     # Default: the state folder. Services that run project code (specs, flows) start in the folder the
     # stack was started from: the project, wherever leanops itself is installed.
@@ -236,7 +241,8 @@ def _healthy(url: str) -> bool:
 def is_healthy(service: Service, since: float | None = None) -> bool:
     """Health URL answers, or the heartbeat file is fresh (and, with ``since``, newer than that time)."""
     if service.ready_log is not None:
-        return True  # checked against its log by start(); afterwards, alive is all it can show
+        # The log line is checked by start(); afterwards, alive (and the ready check) is all it can show.
+        return service.ready_check is None or service.ready_check()
     if service.heartbeat_file is None:
         return _healthy(service.health_url)
     try:
@@ -299,13 +305,15 @@ def start(service: Service, home: Path, extra_env: dict[str, str] | None = None)
         if service.ready_log is not None:
             with log_file.open("rb") as log:
                 log.seek(log_offset)
-                if service.ready_log.encode() in log.read():
-                    return process.pid
+                logged = service.ready_log.encode() in log.read()
+            if logged and (service.ready_check is None or service.ready_check()):
+                return process.pid
         elif is_healthy(service, since=launched):
             return process.pid
         time.sleep(0.3)
     stop(service, home)
-    probe = service.heartbeat_file or service.health_url or f"its log ({service.ready_log!r})"
+    probe = service.heartbeat_file or service.health_url or f"its log ({service.ready_log!r})" + (
+        f" and {service.ready_check_name}" if service.ready_check else "")
     raise RuntimeError(f"{service.name} did not answer at {probe} within {service.startup_timeout:.0f} s")
 
 

@@ -104,3 +104,12 @@ def test_mlflow_reads_its_auth_config_with_the_credential_cache(tmp_path, monkey
     assert config.auth_cache_ttl_seconds == cache_seconds
     assert config.database_uri == "postgresql://leanops:p%40ss@db:5432/team_a_mlflow_auth"
     assert config.default_permission == "NO_PERMISSIONS" and config.admin_username == "admin"
+
+
+def test_the_services_wait_for_the_channel_prefect_announces_automation_changes_on(tmp_path):
+    from prefect.server.events.models.automations import AUTOMATION_CHANGES_CHANNEL
+
+    service = production.prefect_services(prod(tmp_path))
+
+    assert production.AUTOMATION_CHANGES_CHANNEL == AUTOMATION_CHANGES_CHANNEL
+    assert service.ready_check is not None and AUTOMATION_CHANGES_CHANNEL in service.ready_check_name

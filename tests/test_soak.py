@@ -53,7 +53,25 @@ def test_a_round_whose_session_is_killed_is_interrupted_not_failed(tmp_path):
         "import os, signal\nimport pytest\n\npytestmark = pytest.mark.e2e\n\n"
         "def test_session_killed():\n    os.kill(os.getpid(), signal.SIGKILL)\n"
     )
-    passed, outcomes = run_round(1, tmp_path, [str(killed)], workers=0)
+    passed, outcomes, failures = run_round(1, tmp_path, [str(killed)], workers=0)
 
-    assert (passed, outcomes) == (None, {})
+    assert (passed, outcomes, failures) == (None, {}, {})
     assert (tmp_path / "round-1.log").exists()
+
+
+def test_a_failed_round_keeps_what_each_failed_test_printed(tmp_path):
+    """The record outlives the round's log (a soak's clone may be gone when someone reads it)."""
+    from reliability.soak import run_round
+
+    failing = tmp_path / "test_failing.py"
+    failing.write_text(
+        "import pytest\n\npytestmark = pytest.mark.e2e\n\n"
+        "def test_waits_in_vain():\n    raise AssertionError('timed out waiting for the promote run; automations: none')\n\n"
+        "def test_fine():\n    pass\n"
+    )
+    passed, outcomes, failures = run_round(1, tmp_path, [str(failing)], workers=0)
+
+    assert passed is False
+    assert [outcome for outcome, _ in outcomes.values()] == ["failed", "passed"]
+    [(test, report)] = failures.items()
+    assert test.endswith("::test_waits_in_vain") and "timed out waiting for the promote run; automations: none" in report

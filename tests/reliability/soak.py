@@ -37,24 +37,34 @@ if str(ROOT / "tests") not in sys.path:  # run as a script: import the suite's m
 from reliability.table import aligned  # noqa: E402
 
 
-def run_round(number: int, out: Path, selection: list[str], workers: int = 2) -> tuple[bool | None, dict[str, tuple[str, float]]]:
-    """One pytest session; (passed, {test id: (outcome, seconds)}). ``passed`` is None when the session was
-    killed by a signal before it wrote its report: an interrupted round, which says nothing of the tests."""
+# How much of a failed test's report the record keeps: its assertion message and the end of its traceback.
+FAILURE_CHARS = 4000
+
+
+def run_round(number: int, out: Path, selection: list[str], workers: int = 2) -> tuple[bool | None, dict[str, tuple[str, float]], dict[str, str]]:
+    """One pytest session; (passed, {test id: (outcome, seconds)}, {failed test id: its report}). ``passed``
+    is None when the session was killed by a signal before it wrote its report: an interrupted round, which
+    says nothing of the tests. The reports go into the record because a round's log may not outlive the
+    machine it ran on, and a flaky failure is diagnosed from what it printed."""
     report = out / f"round-{number}.xml"
     command = [sys.executable, "-m", "pytest", "-n", str(workers), "--dist", "loadfile", "-m", "e2e", "-q", "-p", "no:cacheprovider",
                f"--junitxml={report}", *selection]
     with (out / f"round-{number}.log").open("w") as log:
         done = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603 - fixed argv
-    outcomes = {}
+    outcomes, failures = {}, {}
     if done.returncode < 0 and not report.exists():
-        return None, outcomes
+        return None, outcomes, failures
     if report.exists():
         for case in ET.parse(report).getroot().iter("testcase"):
             test = f"{case.get('classname', '')}::{case.get('name', '')}"
             failed = case.find("failure") is not None or case.find("error") is not None
             skipped = case.find("skipped") is not None
             outcomes[test] = ("failed" if failed else "skipped" if skipped else "passed", float(case.get("time", 0)))
-    return done.returncode == 0 and bool(outcomes), outcomes
+            for problem in (case.find("failure"), case.find("error")):
+                if problem is not None:
+                    text = f"{problem.get('message', '')}\n{problem.text or ''}"
+                    failures[test] = failures.get(test, "") + (text if len(text) <= FAILURE_CHARS else text[: FAILURE_CHARS // 2] + "\n...\n" + text[-FAILURE_CHARS // 2:])
+    return done.returncode == 0 and bool(outcomes), outcomes, failures
 
 
 def table(rounds: list[dict[str, tuple[str, float]]]) -> str:
@@ -148,13 +158,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"stopping before round {number}: it would end after {args.stop_by}", flush=True)
             break
         started, began = time.monotonic(), datetime.now().isoformat(timespec="seconds")
-        passed, outcomes = run_round(number, args.out, args.selection, args.workers)
+        passed, outcomes, failures = run_round(number, args.out, args.selection, args.workers)
         if passed is None:
             print(f"round {number} interrupted (its pytest session was killed): not recorded", flush=True)
             break
         rounds.append(outcomes)
         stamps.append({"round": number, "started": began, "seconds": round(time.monotonic() - started), "passed": passed,
-                       "load": round(os.getloadavg()[0], 2)})
+                       "load": round(os.getloadavg()[0], 2), **({"failures": failures} if failures else {})})
         if recording and identity is not None:
             save_record(args.record, identity, rounds, stamps)
         print(f"round {number}/{args.count}: {'passed' if passed else 'FAILED'}, {len(outcomes)} tests, "
