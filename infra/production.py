@@ -31,7 +31,7 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from infra import services
+from infra import services, triggers_ready
 from infra.services import Service
 from leanops.settings import Settings
 
@@ -238,39 +238,25 @@ def prefect_services(settings: Settings) -> Service:
         # Printed before any service starts: the listener below is what says the triggers are ready.
         ready_log="Starting services",
         ready_check=lambda: listens_for_automation_changes(settings),
-        ready_check_name=f"a LISTEN on {AUTOMATION_CHANGES_CHANNEL} in {settings.database_name('prefect')}",
+        ready_check_name=f"a LISTEN on {triggers_ready.AUTOMATION_CHANGES_CHANNEL} in {settings.database_name('prefect')}",
         startup_timeout=STARTUP_TIMEOUT,
     )
 
 
-# Where Prefect 3.9's triggers service hears of automations created, changed and deleted through the API
-# (prefect.server.events.models.automations.AUTOMATION_CHANGES_CHANNEL).
-AUTOMATION_CHANGES_CHANNEL = "prefect_automation_changes"
-
-
 def listens_for_automation_changes(settings: Settings) -> bool:
-    """Whether a session on Prefect's database listens on AUTOMATION_CHANGES_CHANNEL: the triggers service
-    opens it (asyncpg sends ``LISTEN "<channel>"``) after loading the automations that exist.
-
-    Why nothing may create an automation before (Prefect 3.9.1): one created between that load and the
-    LISTEN misses its NOTIFY, and the next NOTIFY the service does handle stamps its snapshot of the
-    automations table as current, so the periodic reconciliation never loads the missed one either. Its
-    trigger then never fires until the services restart. Seen: prefect.yaml deployed while the services
-    started, and a registration never started promote."""
+    """Whether Prefect's triggers service listens for automation changes (infra.triggers_ready says why
+    nothing may create an automation before)."""
     import asyncpg
 
-    async def listening() -> bool:
-        connection = await asyncpg.connect(settings.named_database_url("postgres"))
+    async def ask() -> bool:
+        connection = await asyncpg.connect(settings.named_database_url(settings.database_name("prefect")))
         try:
-            return bool(await connection.fetchval(
-                "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND query = $2",
-                settings.database_name("prefect"), f'LISTEN "{AUTOMATION_CHANGES_CHANNEL}"',
-            ))
+            return await triggers_ready.listening(connection)
         finally:
             await connection.close()
 
     try:
-        return asyncio.run(listening())
+        return asyncio.run(ask())
     except (OSError, asyncpg.PostgresError):
         return False  # PostgreSQL not answering yet is "not yet": start() reports the timeout with the check's name
 

@@ -53,6 +53,9 @@ def test_the_production_layout_is_complete(compose):
     # Migrations once, before any API process or the services start.
     for name in ("prefect-api-a", "prefect-api-b", "prefect-services"):
         assert services[name]["depends_on"]["prefect-migrate"]["condition"] == "service_completed_successfully", name
+    # The work pool (what a team deploys to) only once the triggers listen for automation changes.
+    assert services["prefect-services"]["healthcheck"]["test"] == ["CMD", "python", "-m", "infra.triggers_ready"]
+    assert services["prefect-setup"]["depends_on"]["prefect-services"]["condition"] == "service_healthy"
     # Prefect's messaging, cache, ordering and leases on Redis, as the scaling guide lays out.
     env = services["prefect-api-a"]["environment"]
     assert env["PREFECT_MESSAGING_BROKER"] == env["PREFECT_MESSAGING_CACHE"] == "prefect_redis.messaging"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from infra import production, stack
+from infra import production, stack, triggers_ready
 from leanops.settings import Settings
 
 
@@ -111,5 +111,5 @@ def test_the_services_wait_for_the_channel_prefect_announces_automation_changes_
 
     service = production.prefect_services(prod(tmp_path))
 
-    assert production.AUTOMATION_CHANGES_CHANNEL == AUTOMATION_CHANGES_CHANNEL
+    assert triggers_ready.AUTOMATION_CHANGES_CHANNEL == AUTOMATION_CHANGES_CHANNEL
     assert service.ready_check is not None and AUTOMATION_CHANGES_CHANNEL in service.ready_check_name

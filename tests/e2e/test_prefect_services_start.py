@@ -8,7 +8,10 @@ saw it as a registration that never started promote, with prefect.yaml deployed 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
 import pytest
 import redis
@@ -20,6 +23,7 @@ from leanops.settings import Settings
 pytestmark = [pytest.mark.e2e, pytest.mark.production]
 
 UID = uuid.uuid4().hex[:6]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -40,11 +44,24 @@ def layout(tmp_path):
 def test_the_background_services_start_only_once_their_triggers_listen_for_automation_changes(layout):
     service = production.prefect_services(layout)
     assert not production.listens_for_automation_changes(layout)
+    assert healthcheck(service).returncode == 1
     try:
         services.start(service, layout.home)
 
         assert production.listens_for_automation_changes(layout), "start() returned before the triggers service listened"
         assert services.is_healthy(service)
+        # The compose healthcheck of prefect-services says the same, from Prefect's own configuration.
+        assert healthcheck(service).returncode == 0
     finally:
         services.stop(service, layout.home)
     assert not production.listens_for_automation_changes(layout)
+    stopped = healthcheck(service)
+    assert stopped.returncode == 1 and "nothing listens on prefect_automation_changes" in stopped.stderr
+
+
+def healthcheck(service) -> subprocess.CompletedProcess:
+    """``python -m infra.triggers_ready`` in the services' own environment, as compose runs it in their container."""
+    return subprocess.run(  # noqa: S603 - fixed argv
+        [sys.executable, "-m", "infra.triggers_ready"], env=services.process_env(service), cwd=ROOT,
+        capture_output=True, text=True, timeout=60,
+    )
