@@ -306,7 +306,7 @@ def start(service: Service, home: Path, extra_env: dict[str, str] | None = None)
             with log_file.open("rb") as log:
                 log.seek(log_offset)
                 logged = service.ready_log.encode() in log.read()
-            if logged and (service.ready_check is None or service.ready_check()):
+            if logged and is_healthy(service):
                 return process.pid
         elif is_healthy(service, since=launched):
             return process.pid

@@ -75,3 +75,14 @@ def test_a_failed_round_keeps_what_each_failed_test_printed(tmp_path):
     assert [outcome for outcome, _ in outcomes.values()] == ["failed", "passed"]
     [(test, report)] = failures.items()
     assert test.endswith("::test_waits_in_vain") and "timed out waiting for the promote run; automations: none" in report
+
+
+def test_a_stop_time_already_past_today_means_tomorrow():
+    from datetime import datetime, timedelta
+
+    from reliability.soak import stop_by_time
+
+    late_evening = datetime(2026, 12, 1, 23, 50)
+
+    assert stop_by_time("02:58", late_evening) == datetime(2026, 12, 2, 2, 58).timestamp()
+    assert stop_by_time("23:55", late_evening) == (late_evening + timedelta(minutes=5)).timestamp()

@@ -27,7 +27,7 @@ import statistics
 import subprocess
 import sys
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -130,6 +130,12 @@ def save_record(record: Path, identity: str, rounds: list[dict[str, tuple[str, f
     }, indent=1) + "\n")
 
 
+def stop_by_time(clock: str, now: datetime) -> float:
+    """The next HH:MM from now: a time already past today is tomorrow's (a soak started before midnight)."""
+    moment = datetime.combine(now.date(), datetime.strptime(clock, "%H:%M").time())
+    return (moment if moment > now else moment + timedelta(days=1)).timestamp()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=20)
@@ -138,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / ".leanops" / "soak")
     parser.add_argument("--record", type=Path, default=DEFAULT_RECORD, help="where rounds of the whole e2e selection are recorded")
     parser.add_argument("--resume", action="store_true", help="go on from the recorded rounds if they ran this very code")
-    parser.add_argument("--stop-by", help="HH:MM today: start no round that would end later (by the rounds' median)")
+    parser.add_argument("--stop-by", help="HH:MM (the next one, tomorrow if already past): start no round that would end later (by the rounds' median)")
     parser.add_argument("selection", nargs="*", help="pytest paths or node ids after -- (default: the whole suite's e2e tests)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -150,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
         stamps = json.loads(args.record.read_text())["rounds"][: len(rounds)] if rounds else []
         stamps = [{k: v for k, v in stamp.items() if k != "outcomes"} for stamp in stamps]
         print(why, flush=True)
-    stop_by = datetime.combine(datetime.now().date(), datetime.strptime(args.stop_by, "%H:%M").time()).timestamp() if args.stop_by else None
+    stop_by = stop_by_time(args.stop_by, datetime.now()) if args.stop_by else None
     while len(rounds) < args.count:
         number = len(rounds) + 1
         took = [stamp["seconds"] for stamp in stamps] or [0.0]
