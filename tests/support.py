@@ -321,24 +321,36 @@ def answer_when_paused(tag: str, **run_input) -> None:
     wait_for(resumed, f"run {run_id} to accept the answer", 30, 0.3)
 def deploy_prefect_yaml(api: str, env: dict[str, str], names: tuple[str, ...] = DEPLOYMENT_NAMES) -> dict[str, str]:
     """`prefect deploy` of ``names`` (default `--all`) from the project root against ``api`` (``env``: the
-    deploying shell's environment); returns {"flow/deployment": id}. The two schedules are switched off:
-    their runs would start reconciliations and scheduler passes mid-test."""
+    deploying shell's environment); returns {"flow/deployment": id}. The schedules are deployed inactive: their
+    runs would start reconciliations and scheduler passes mid-test.
+
+    Inactive from the start, never switched off after the deploy: Prefect's scheduler services generate a
+    deployment's runs in one session and insert them in another, so runs generated just before a switch-off
+    were inserted after it had deleted the scheduled ones, and the worker ran a scheduler pass mid-module."""
     import sys
+    import tempfile
 
     which = ["--all"] if set(names) == set(DEPLOYMENT_NAMES) else [a for n in names for a in ("--name", n)]
+    root = Path(__file__).resolve().parent.parent
+    project = yaml.safe_load((root / "prefect.yaml").read_text())
+    for deployment in project["deployments"]:
+        for schedule in deployment.get("schedules") or []:
+            schedule["active"] = False
     started = time.monotonic()
-    done = subprocess.run(  # noqa: S603 - fixed argv
-        [str(Path(sys.executable).parent / "prefect"), "deploy", *which, "--no-prompt", "--prefect-file", "prefect.yaml"],
-        cwd=Path(__file__).resolve().parent.parent, env={**env, "PREFECT_API_URL": api, "PREFECT_CLI_PROMPT": "false"},
-        capture_output=True, text=True, timeout=300,
-    )
+    with tempfile.TemporaryDirectory(prefix="leanops-deploy-") as folder:
+        inactive = Path(folder) / "prefect.yaml"
+        inactive.write_text(yaml.safe_dump(project, sort_keys=False))
+        done = subprocess.run(  # noqa: S603 - fixed argv
+            [str(Path(sys.executable).parent / "prefect"), "deploy", *which, "--no-prompt", "--prefect-file", str(inactive)],
+            cwd=root, env={**env, "PREFECT_API_URL": api, "PREFECT_CLI_PROMPT": "false"},
+            capture_output=True, text=True, timeout=300,
+        )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     print(f"\nprefect deploy {' '.join(which)}: {time.monotonic() - started:.1f} s")
     ids = {name: api_call(api, "GET", f"/deployments/name/{name}").json()["id"] for name in names}
-    for name in {"schedule/every-5-minutes", "reconcile/hourly"} & ids.keys():
-        for schedule in api_call(api, "GET", f"/deployments/{ids[name]}").json()["schedules"]:
-            # Deactivating also deletes the runs already scheduled for it.
-            api_call(api, "PATCH", f"/deployments/{ids[name]}/schedules/{schedule['id']}", {"active": False})
+    for name, deployment_id in ids.items():
+        schedules = api_call(api, "GET", f"/deployments/{deployment_id}").json()["schedules"]
+        assert not any(schedule["active"] for schedule in schedules), (name, schedules)
     return ids
 
 
