@@ -7,7 +7,7 @@ The shape of Prefect's self-hosted scaling guide, with every piece a team would 
   cache, causal ordering, concurrency lease storage and Docket;
 - Prefect's migrations run once (``prefect server database upgrade``), then two API processes with
   ``--no-services`` on two ports and the background services once, in their own process
-  (``prefect server services start``). A load balancer would sit in front of the two APIs; there is
+  (``python -m infra.prefect_services``: Prefect's services, each started again if it ends). A load balancer would sit in front of the two APIs; there is
   none here, so worker A and the S3 bridge talk to the first and worker B to the second;
 - MLflow's tracking server on PostgreSQL with its basic-auth app, artifacts in S3 behind its
   artifact proxy (clients need no S3 rights for artifacts);
@@ -31,6 +31,7 @@ import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from infra import prefect_services as prefect_services_module
 from infra import services, triggers_ready
 from infra.services import Service
 from leanops.settings import Settings
@@ -227,25 +228,42 @@ def prefect_api(settings: Settings, index: int) -> Service:
 
 
 def prefect_services(settings: Settings) -> Service:
-    """The background services, started once their triggers service listens for automation changes: the
-    stack creates the work pool only after this returns, and a team deploys only after that."""
+    """The background services (infra.prefect_services: Prefect's, each started again if it ends), started
+    once their triggers service is ready: the stack creates the work pool only after this returns, and a
+    team deploys only after that."""
     return Service(
         name="prefect-services",
-        argv=[str(services.BIN / "prefect"), "server", "services", "start"],
+        argv=[str(services.BIN / "python"), "-m", "infra.prefect_services"],
         health_url="",
         env=server_env(settings),
         passed_prefixes=services.PREFECT_SERVER_CONFIGURATION,
-        # Printed before any service starts: the listener below is what says the triggers are ready.
-        ready_log="Starting services",
-        ready_check=lambda: listens_for_automation_changes(settings),
-        ready_check_name=f"a LISTEN on {triggers_ready.AUTOMATION_CHANGES_CHANNEL} in {settings.database_name('prefect')}",
+        # Printed before any service starts: the checks below are what say the triggers are ready.
+        ready_log=prefect_services_module.READY_LOG,
+        ready_check=lambda: triggers_are_ready(settings),
+        ready_check_name=(
+            f"a LISTEN on {triggers_ready.AUTOMATION_CHANGES_CHANNEL} in {settings.database_name('prefect')} and "
+            f"a {triggers_ready.TRIGGERS_GROUP} group on Redis' {triggers_ready.EVENTS_STREAM} stream"
+        ),
         startup_timeout=STARTUP_TIMEOUT,
     )
 
 
+def triggers_are_ready(settings: Settings) -> bool:
+    """Whether Prefect's triggers service listens for automation changes and consumes events
+    (infra.triggers_ready says why nothing may create an automation before)."""
+    return listens_for_automation_changes(settings) and triggers_consume_events(settings)
+
+
+def triggers_consume_events(settings: Settings) -> bool:
+    import redis
+
+    try:
+        return triggers_ready.consuming(redis.Redis.from_url(settings.redis_url.get_secret_value()))
+    except redis.ConnectionError:
+        return False  # Redis not answering yet is "not yet", as for PostgreSQL below
+
+
 def listens_for_automation_changes(settings: Settings) -> bool:
-    """Whether Prefect's triggers service listens for automation changes (infra.triggers_ready says why
-    nothing may create an automation before)."""
     import asyncpg
 
     async def ask() -> bool:

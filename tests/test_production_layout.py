@@ -58,7 +58,7 @@ def test_prefect_server_processes_share_postgres_and_redis_and_never_migrate_on_
     services = production.prefect_services(settings)
 
     assert [a.argv[-3:] for a in apis] == [["--port", "4200", "--no-services"], ["--port", "4202", "--no-services"]]
-    assert services.argv[-3:] == ["server", "services", "start"]
+    assert services.argv[-2:] == ["-m", "infra.prefect_services"]
     for process in (*apis, services):
         assert process.env["PREFECT_API_DATABASE_CONNECTION_URL"].endswith("/team_a_prefect")
         assert process.env["PREFECT_API_DATABASE_MIGRATE_ON_START"] == "false"
