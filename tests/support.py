@@ -347,11 +347,10 @@ def deploy_prefect_yaml(api: str, env: dict[str, str], names: tuple[str, ...] = 
         )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     print(f"\nprefect deploy {' '.join(which)}: {time.monotonic() - started:.1f} s")
-    ids = {name: api_call(api, "GET", f"/deployments/name/{name}").json()["id"] for name in names}
-    for name, deployment_id in ids.items():
-        schedules = api_call(api, "GET", f"/deployments/{deployment_id}").json()["schedules"]
-        assert not any(schedule["active"] for schedule in schedules), (name, schedules)
-    return ids
+    deployed = {name: api_call(api, "GET", f"/deployments/name/{name}").json() for name in names}
+    for name, deployment in deployed.items():
+        assert not any(schedule["active"] for schedule in deployment["schedules"]), (name, deployment["schedules"])
+    return {name: deployment["id"] for name, deployment in deployed.items()}
 
 
 DAY_MS = 86_400_000
